@@ -3,7 +3,15 @@
 //!
 //! # Layout
 //! - [`ids`]: node and qubit ids, Bell states, measurement bases.
+//! - [`wire`]: the messages every process exchanges, their postcard codec, length-prefixed
+//!   framing, the versioned hello and QUIC close codes.
+//! - [`tls`]: the deployment CA, per-process certificates, mutual-TLS QUIC configs and
+//!   [`tls::peer_identity`].
+//! - [`topology`]: the topology file model, its parser and validator.
 
 pub mod ids;
+pub mod tls;
+pub mod topology;
+pub mod wire;
 
 pub use ids::{Basis, BellState, NodeId, QubitId};
