@@ -21,6 +21,9 @@
 //! ([`frame`]). A frame longer than the reader's maximum ([`MAX_FRAME`] unless told
 //! otherwise) is refused before its body is read.
 //!
+//! - **controller → node.** The admin API of [`admin`]: a bidirectional stream with
+//!   hellos, then [`NodeRequest`]s and [`NodeResponse`]s.
+//!
 //! # Evolving the protocol
 //!
 //! postcard is not self-describing: an enum variant is sent as its index and a struct
@@ -37,10 +40,12 @@
 //! undecodable hello, version mismatch) is a [`WireError`]; the caller closes the
 //! connection with [`WireError::close_code`].
 
+pub mod admin;
 pub mod error;
 pub mod frame;
 pub mod messages;
 
+pub use admin::{CardinalState, NodeRequest, NodeRequestBody, NodeResponse, NodeResponseBody};
 pub use error::{CloseCode, WireError};
 pub use frame::{
     FrameReader, FrameWriter, HELLO_MAX_FRAME, MAX_FRAME, decode, encode, encode_frame_into,

@@ -99,6 +99,10 @@ fn requests() -> Vec<Request> {
         },
         RequestBody::Stats,
         RequestBody::Shutdown,
+        RequestBody::Announce {
+            addr: "127.0.0.1:4433".into(),
+        },
+        RequestBody::Lookup { name: "bob".into() },
     ];
     bodies
         .into_iter()
@@ -125,7 +129,9 @@ fn request_kinds_covered(body: &RequestBody) -> &'static str {
         | RequestBody::Fidelity { .. }
         | RequestBody::ReducedDensityMatrix { .. }
         | RequestBody::Stats
-        | RequestBody::Shutdown => body.kind(),
+        | RequestBody::Shutdown
+        | RequestBody::Announce { .. }
+        | RequestBody::Lookup { .. } => body.kind(),
     }
 }
 
@@ -154,6 +160,7 @@ fn response_bodies() -> Vec<ResponseBody> {
             requests: 10,
             errors: 11,
         }),
+        ResponseBody::Address("127.0.0.1:1".into()),
     ]
 }
 
@@ -166,7 +173,8 @@ fn response_kinds_covered(body: &ResponseBody) {
         | ResponseBody::Now { .. }
         | ResponseBody::Fidelity(_)
         | ResponseBody::DensityMatrix { .. }
-        | ResponseBody::Stats(_) => {}
+        | ResponseBody::Stats(_)
+        | ResponseBody::Address(_) => {}
     }
 }
 
@@ -276,12 +284,13 @@ fn every_message_roundtrips_through_the_codec() {
     roundtrip(&responses());
     roundtrip(&events());
     roundtrip(&classicals());
+    roundtrip(&node_admin());
 
     let kinds: BTreeSet<_> = requests()
         .iter()
         .map(|r| request_kinds_covered(&r.body))
         .collect();
-    assert_eq!(kinds.len(), 13, "one sample per request kind: {kinds:?}");
+    assert_eq!(kinds.len(), 15, "one sample per request kind: {kinds:?}");
     response_bodies().iter().for_each(response_kinds_covered);
     errors().iter().for_each(error_kinds_covered);
     // Every error renders a human-readable message.
@@ -695,4 +704,27 @@ async fn random_streams_never_panic_the_reader() {
         let _ = read_hello(&mut &stream[..]).await;
         let _ = read_frame::<Event, _>(&mut &stream[..], 128).await;
     }
+}
+
+fn node_admin() -> Vec<qnet_common::wire::NodeRequest> {
+    use qnet_common::wire::{CardinalState, NodeRequest, NodeRequestBody};
+    [
+        NodeRequestBody::RunEpr {
+            peer: "bob".into(),
+            pairs: 10,
+            basis: qnet_common::Basis::X,
+        },
+        NodeRequestBody::RunTeleport {
+            peer: "bob".into(),
+            state: CardinalState::MinusI,
+            shots: 3,
+        },
+        NodeRequestBody::Free { qubits: vec![q(1)] },
+        NodeRequestBody::Status,
+        NodeRequestBody::Shutdown,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, body)| NodeRequest { id: i as u64, body })
+    .collect()
 }

@@ -179,6 +179,18 @@ pub enum RequestBody {
     /// Admin: shut the broker down. Answered with [`ResponseBody::Done`] before the
     /// broker closes every connection with [`CloseCode::Shutdown`](super::CloseCode::Shutdown).
     Shutdown,
+    /// Node → broker: "my classical (node-to-node) endpoint listens here". The broker
+    /// keeps a directory of these so nodes can find each other on any host.
+    Announce {
+        /// Socket address, e.g. `127.0.0.1:4433`.
+        addr: String,
+    },
+    /// Where does this node's classical endpoint listen? Answered with
+    /// [`ResponseBody::Address`], or `NodeDown` if it has not announced one.
+    Lookup {
+        /// Node name.
+        name: String,
+    },
 }
 
 impl RequestBody {
@@ -209,6 +221,8 @@ impl RequestBody {
             RequestBody::ReducedDensityMatrix { .. } => "reduced_density_matrix",
             RequestBody::Stats => "stats",
             RequestBody::Shutdown => "shutdown",
+            RequestBody::Announce { .. } => "announce",
+            RequestBody::Lookup { .. } => "lookup",
         }
     }
 
@@ -331,6 +345,8 @@ pub enum ResponseBody {
     },
     /// Broker counters ([`RequestBody::Stats`]).
     Stats(BrokerStats),
+    /// Answer to [`RequestBody::Lookup`]: a socket address.
+    Address(String),
 }
 
 /// Broker counters returned by [`RequestBody::Stats`].

@@ -1,0 +1,153 @@
+//! The controller → node admin API: the controller opens a bidirectional stream to a
+//! node's classical endpoint, exchanges [`Hello`](super::Hello)s (its role is
+//! `Controller`, checked against its certificate), then sends [`NodeRequest`]s and
+//! reads [`NodeResponse`]s. Only the controller's certificate may use this API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Basis, QubitId};
+
+/// A single-qubit state to teleport: the six cardinal states of the Bloch sphere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CardinalState {
+    /// |0⟩
+    Zero,
+    /// |1⟩
+    One,
+    /// |+⟩ = (|0⟩ + |1⟩)/√2
+    Plus,
+    /// |−⟩ = (|0⟩ − |1⟩)/√2
+    Minus,
+    /// |+i⟩ = (|0⟩ + i|1⟩)/√2
+    PlusI,
+    /// |−i⟩ = (|0⟩ − i|1⟩)/√2
+    MinusI,
+}
+
+impl CardinalState {
+    /// All six, in declaration order.
+    pub const ALL: [CardinalState; 6] = [
+        CardinalState::Zero,
+        CardinalState::One,
+        CardinalState::Plus,
+        CardinalState::Minus,
+        CardinalState::PlusI,
+        CardinalState::MinusI,
+    ];
+
+    /// The command-line name (`zero`, `one`, `plus`, `minus`, `plus_i`, `minus_i`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CardinalState::Zero => "zero",
+            CardinalState::One => "one",
+            CardinalState::Plus => "plus",
+            CardinalState::Minus => "minus",
+            CardinalState::PlusI => "plus_i",
+            CardinalState::MinusI => "minus_i",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<CardinalState> {
+        CardinalState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The state's amplitudes (α, β) of α|0⟩ + β|1⟩, as (re, im) pairs.
+    pub fn amplitudes(self) -> [(f64, f64); 2] {
+        let h = std::f64::consts::FRAC_1_SQRT_2;
+        match self {
+            CardinalState::Zero => [(1.0, 0.0), (0.0, 0.0)],
+            CardinalState::One => [(0.0, 0.0), (1.0, 0.0)],
+            CardinalState::Plus => [(h, 0.0), (h, 0.0)],
+            CardinalState::Minus => [(h, 0.0), (-h, 0.0)],
+            CardinalState::PlusI => [(h, 0.0), (0.0, h)],
+            CardinalState::MinusI => [(h, 0.0), (0.0, -h)],
+        }
+    }
+}
+
+/// A request from the controller to a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRequest {
+    /// Chosen by the controller; echoed in the response.
+    pub id: u64,
+    /// What to do.
+    pub body: NodeRequestBody,
+}
+
+/// What the controller asks a node to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NodeRequestBody {
+    /// Make `pairs` pairs with the neighbour `peer`; both ends measure every pair in
+    /// `basis`; the peer sends its outcomes back over the classical channel and this
+    /// node compares. Answered with [`NodeResponseBody::Epr`].
+    RunEpr {
+        /// The neighbour.
+        peer: String,
+        /// Number of pairs.
+        pairs: u32,
+        /// Basis both ends measure in.
+        basis: Basis,
+    },
+    /// Teleport `shots` copies of `state` to the neighbour `peer`. The peer keeps the
+    /// received qubits until the controller frees them (after checking them with the
+    /// broker's oracle). Answered with [`NodeResponseBody::Teleport`].
+    RunTeleport {
+        /// The neighbour.
+        peer: String,
+        /// State to send.
+        state: CardinalState,
+        /// Number of copies.
+        shots: u32,
+    },
+    /// Free qubits this node holds for the controller (e.g. teleported qubits).
+    Free {
+        /// The qubits.
+        qubits: Vec<QubitId>,
+    },
+    /// Report this node's state.
+    Status,
+    /// Shut the node down gracefully.
+    Shutdown,
+}
+
+/// A node's answer to a [`NodeRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeResponse {
+    /// The request's id.
+    pub id: u64,
+    /// The result, or a one-line error for the user.
+    pub body: Result<NodeResponseBody, String>,
+}
+
+/// Results of node requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NodeResponseBody {
+    /// Done, nothing to report.
+    Done,
+    /// Result of [`NodeRequestBody::RunEpr`].
+    Epr {
+        /// Pairs made and measured at both ends.
+        pairs: u32,
+        /// Pairs whose outcomes agreed.
+        agree: u32,
+        /// Wall-clock seconds from the first request to the last comparison.
+        seconds: f64,
+    },
+    /// Result of [`NodeRequestBody::RunTeleport`].
+    Teleport {
+        /// The teleported qubits, now held by the receiver, in shot order.
+        received: Vec<QubitId>,
+        /// Wall-clock seconds for all shots.
+        seconds: f64,
+    },
+    /// Result of [`NodeRequestBody::Status`].
+    Status {
+        /// The node's name.
+        name: String,
+        /// Qubits the node holds.
+        qubits: u32,
+        /// Neighbours with an open classical connection.
+        connected_peers: Vec<String>,
+    },
+}
