@@ -3,5 +3,9 @@
 //!
 //! # Layout
 //! - [`engine`]: the pure quantum-state engine (no I/O, no async, injected RNG).
+//! - [`actor`]: the task that owns the engine and answers requests in one order.
+//! - [`service`]: the QUIC server around it and the `qnet broker` entry point.
 
+pub mod actor;
 pub mod engine;
+pub mod service;

@@ -8,8 +8,12 @@
 //! - [`tls`]: the deployment CA, per-process certificates, mutual-TLS QUIC configs and
 //!   [`tls::peer_identity`].
 //! - [`topology`]: the topology file model, its parser and validator.
+//! - [`telemetry`]: the logging set-up every process shares.
+//! - [`rundir`]: the layout of a deployment's run folder.
 
 pub mod ids;
+pub mod rundir;
+pub mod telemetry;
 pub mod tls;
 pub mod topology;
 pub mod wire;
