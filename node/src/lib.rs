@@ -1,7 +1,38 @@
-//! One qnet quantum node.
+//! One qnet quantum node: a process with a classical QUIC endpoint (to its peers and
+//! the controller) and a connection to the broker, through which alone it reaches
+//! quantum state. It sees measurement outcomes, never amplitudes.
+//!
+//! # Layout
+//! - [`broker_client`]: pipelined requests to the broker and its event stream.
+//! - [`peers`]: classical connections to other nodes, made on demand by name.
+//! - [`apps`]: the applications the controller can run (EPR pairs, teleportation).
+//! - [`admin`]: the controller's API on the node's endpoint.
+//!
+//! This crate does not depend on `qnet-broker`: the physics boundary is the wire.
 
+pub mod admin;
+pub mod apps;
+pub mod broker_client;
+pub mod peers;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use qnet_common::QubitId;
+use qnet_common::rundir::{RunDir, ready_line};
+use qnet_common::tls::{self, CertificateDer, Identity};
+use qnet_common::topology::Topology;
+use qnet_common::wire::{CloseCode, Event, RequestBody};
+use tokio::sync::{Notify, oneshot, watch};
+
+use crate::apps::AppMsg;
+use crate::broker_client::BrokerClient;
 
 /// `qnet node`: started by `qnet up`, not by hand.
 #[derive(clap::Args, Debug)]
@@ -20,7 +51,217 @@ pub struct NodeArgs {
     pub listen: SocketAddr,
 }
 
+/// Everything a node needs to run.
+pub struct NodeConfig {
+    /// This node's name.
+    pub name: String,
+    /// The network.
+    pub topology: Topology,
+    /// The node's certificate and key.
+    pub identity: Identity,
+    /// The deployment CA.
+    pub ca: CertificateDer<'static>,
+    /// The broker's address.
+    pub broker: SocketAddr,
+    /// Address of the classical endpoint.
+    pub listen: SocketAddr,
+}
+
+impl NodeConfig {
+    /// Loads the configuration from a run folder.
+    pub fn from_args(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+        let run_dir = RunDir::new(&args.run_dir);
+        let topology = Topology::load(run_dir.topology())?;
+        anyhow::ensure!(
+            topology.node_index(&args.name).is_some(),
+            "network {} has no node named {:?}",
+            topology.name,
+            args.name
+        );
+        Ok(NodeConfig {
+            name: args.name.clone(),
+            topology,
+            identity: Identity::load(&run_dir.certs(), &args.name)?,
+            ca: tls::load_ca_cert(&run_dir.certs())?,
+            broker: args.broker,
+            listen: args.listen,
+        })
+    }
+}
+
 /// Entry point of `qnet node`.
 pub fn main(args: NodeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("node {} not implemented yet", args.name)
+    qnet_common::telemetry::init();
+    let config = NodeConfig::from_args(&args)?;
+    // One thread is plenty for a node and keeps a 100-node deployment light.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(
+        config,
+        |addr| println!("{}", ready_line("node", &args.name, addr)),
+        qnet_common::telemetry::shutdown_signal(),
+    ))
+}
+
+/// A running node, shared by its tasks.
+pub struct Node {
+    name: String,
+    topology: Topology,
+    endpoint: quinn::Endpoint,
+    broker: BrokerClient,
+    peers: peers::Peers,
+    /// Pairs delivered by the broker and not yet claimed, by (peer, sequence number).
+    delivered: Mutex<HashMap<(String, u64), QubitId>>,
+    delivered_changed: Notify,
+    /// Replies awaited by application runs, by run id.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<AppMsg>>>,
+    next_run: AtomicU64,
+    /// Qubits kept for the controller (teleported qubits, qubits that arrived).
+    held: Mutex<HashSet<QubitId>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Runs a node until `shutdown` completes, the controller asks it to stop, or the
+/// broker connection is lost. `on_ready` gets the classical endpoint's address.
+pub async fn run(
+    config: NodeConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = tls::server_config(&config.identity, &config.ca)?;
+    let mut endpoint = quinn::Endpoint::server(server, config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    endpoint.set_default_client_config(tls::client_config(&config.identity, &config.ca)?);
+    let addr = endpoint.local_addr()?;
+    let (broker, events) = BrokerClient::connect(&endpoint, config.broker, &config.name).await?;
+    broker
+        .call(RequestBody::Announce {
+            addr: addr.to_string(),
+        })
+        .await?;
+    let (stop, mut stop_rx) = watch::channel(false);
+    let node = Arc::new(Node {
+        name: config.name,
+        topology: config.topology,
+        endpoint: endpoint.clone(),
+        broker,
+        peers: peers::Peers::default(),
+        delivered: Mutex::default(),
+        delivered_changed: Notify::new(),
+        waiters: Mutex::default(),
+        next_run: AtomicU64::new(1),
+        held: Mutex::default(),
+        stop,
+    });
+    tokio::spawn(node.clone().handle_events(events));
+    on_ready(addr);
+    tracing::info!(node = %node.name, %addr, "node ready");
+
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            _ = stop_rx.changed() => break Ok(()),
+            e = node.broker.closed() => {
+                break Err(anyhow::anyhow!("lost the connection to the broker: {e}"));
+            }
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break Ok(()) };
+                let node = node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.serve_incoming(incoming).await {
+                        tracing::debug!("incoming connection ended: {e:#}");
+                    }
+                });
+            }
+        }
+    };
+    tracing::info!(node = %node.name, "node shutting down");
+    endpoint.close(CloseCode::Shutdown.into(), b"node shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    result
+}
+
+impl Node {
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle_events(
+        self: Arc<Self>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    ) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::PairsDelivered { peer, pairs } => {
+                    let mut delivered = self.delivered.lock().expect("delivered lock");
+                    for pair in pairs {
+                        delivered.insert((peer.clone(), pair.seq), pair.local);
+                    }
+                    drop(delivered);
+                    self.delivered_changed.notify_waiters();
+                }
+                Event::QubitArrived { qubit, from, tag } => {
+                    tracing::debug!(%qubit, %from, tag, "qubit arrived");
+                    self.held.lock().expect("held lock").insert(qubit);
+                }
+                Event::NodeLost { .. } => {}
+            }
+        }
+    }
+
+    /// Serves a connection made to this node: the controller's admin API, or a peer
+    /// node's classical channel.
+    async fn serve_incoming(self: Arc<Self>, incoming: quinn::Incoming) -> anyhow::Result<()> {
+        let conn = incoming.await?;
+        let identity = tls::peer_identity(&conn).unwrap_or_default();
+        if identity == tls::CONTROLLER_IDENTITY {
+            return admin::serve(self, conn).await;
+        }
+        if self.topology.node_index(&identity).is_none() {
+            conn.close(
+                CloseCode::NotAuthorised.into(),
+                b"certificate names no node of this network",
+            );
+            anyhow::bail!("refused {identity:?}");
+        }
+        self.accept_peer(conn, identity).await
+    }
+
+    /// Waits until the broker has delivered the pairs `seqs` made with `peer`, then
+    /// claims them (in the order asked).
+    async fn claim_pairs(
+        &self,
+        peer: &str,
+        seqs: &[u64],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<QubitId>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.delivered_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut delivered = self.delivered.lock().expect("delivered lock");
+                if seqs
+                    .iter()
+                    .all(|s| delivered.contains_key(&(peer.to_string(), *s)))
+                {
+                    return Ok(seqs
+                        .iter()
+                        .map(|s| {
+                            delivered
+                                .remove(&(peer.to_string(), *s))
+                                .expect("checked above")
+                        })
+                        .collect());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                anyhow::bail!("pairs from {peer} were not delivered within {timeout:?}");
+            }
+        }
+    }
 }

@@ -130,7 +130,7 @@ impl NodeParams {
     };
 
     fn validate(&self) -> Result<()> {
-        if !(self.t1 > 0.0) || !(self.t2 > 0.0) {
+        if self.t1.is_nan() || self.t2.is_nan() || self.t1 <= 0.0 || self.t2 <= 0.0 {
             return Err(EngineError::InvalidParameter(format!(
                 "T1 and T2 must be positive (T1 = {}, T2 = {})",
                 self.t1, self.t2
@@ -744,10 +744,10 @@ impl<R: Rng> Engine<R> {
     /// Marks a slot dead; its id never works again.
     fn kill_slot(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
-        if let Some(live) = s.live.take() {
-            if let Some(n) = self.nodes[live.owner.0 as usize].as_mut() {
-                n.qubits -= 1;
-            }
+        if let Some(live) = s.live.take()
+            && let Some(n) = self.nodes[live.owner.0 as usize].as_mut()
+        {
+            n.qubits -= 1;
         }
         // A slot whose generation is exhausted is retired rather than reused, so an
         // id can never come back to life.

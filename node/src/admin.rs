@@ -1,0 +1,77 @@
+//! The controller's API on a node: run applications, free held qubits, report
+//! status, shut down. Only a connection whose certificate is the controller's gets
+//! here.
+
+use std::sync::Arc;
+
+use qnet_common::wire::{
+    FrameReader, FrameWriter, NodeRequest, NodeRequestBody, NodeResponse, NodeResponseBody,
+    RequestBody, Role,
+};
+
+use crate::Node;
+
+/// Serves one controller connection until it closes.
+pub async fn serve(node: Arc<Node>, conn: quinn::Connection) -> anyhow::Result<()> {
+    let (send, recv) = conn.accept_bi().await?;
+    let mut reader = FrameReader::new(recv);
+    let mut writer = FrameWriter::new(send);
+    let hello = reader.read_hello().await?;
+    anyhow::ensure!(
+        hello.role == Role::Controller,
+        "controller certificate with hello role {:?}",
+        hello.role
+    );
+    writer.write_hello(Role::Node(node.name.clone())).await?;
+    while let Some(request) = reader.read::<NodeRequest>().await? {
+        let shutdown = matches!(request.body, NodeRequestBody::Shutdown);
+        let body = handle(&node, request.body)
+            .await
+            .map_err(|e| format!("{e:#}"));
+        writer
+            .write(&NodeResponse {
+                id: request.id,
+                body,
+            })
+            .await?;
+        if shutdown {
+            let _ = node.stop.send(true);
+        }
+    }
+    Ok(())
+}
+
+async fn handle(node: &Arc<Node>, body: NodeRequestBody) -> anyhow::Result<NodeResponseBody> {
+    match body {
+        NodeRequestBody::RunEpr { peer, pairs, basis } => node.run_epr(&peer, pairs, basis).await,
+        NodeRequestBody::RunTeleport { peer, state, shots } => {
+            node.run_teleport(&peer, state, shots).await
+        }
+        NodeRequestBody::Free { qubits } => {
+            {
+                let held = node.held.lock().expect("held lock");
+                if let Some(q) = qubits.iter().find(|q| !held.contains(q)) {
+                    anyhow::bail!("{} holds no qubit {q} for the controller", node.name);
+                }
+            }
+            for chunk in qubits.chunks(qnet_common::wire::MAX_BATCH as usize) {
+                node.broker
+                    .call(RequestBody::Free {
+                        qubits: chunk.to_vec(),
+                    })
+                    .await?;
+            }
+            let mut held = node.held.lock().expect("held lock");
+            for q in &qubits {
+                held.remove(q);
+            }
+            Ok(NodeResponseBody::Done)
+        }
+        NodeRequestBody::Status => Ok(NodeResponseBody::Status {
+            name: node.name.clone(),
+            qubits: node.held.lock().expect("held lock").len() as u32,
+            connected_peers: node.peers.connected(),
+        }),
+        NodeRequestBody::Shutdown => Ok(NodeResponseBody::Done),
+    }
+}
