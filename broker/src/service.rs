@@ -21,6 +21,7 @@ use qnet_common::wire::{
     CloseCode, Event, FrameReader, FrameWriter, Request, Response, Role, WireError,
 };
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::actor::{Actor, Cmd, Peer};
 
@@ -124,7 +125,7 @@ pub async fn run(
                     if let Err(e) = serve_connection(incoming, conn_id, topology, tx).await {
                         tracing::debug!(conn = conn_id, "connection ended: {e:#}");
                     }
-                });
+                }.instrument(tracing::info_span!("conn", conn = conn_id)));
             }
         }
     }
@@ -156,8 +157,7 @@ async fn serve_connection(
         );
         anyhow::bail!("refused {identity:?}: not a node of this network");
     };
-    let span = tracing::info_span!("conn", conn = conn_id, peer = %identity);
-    let _guard = span.enter();
+    tracing::debug!(peer = %identity, "connection authenticated");
 
     let (send, recv) = conn.accept_bi().await?;
     let mut reader = FrameReader::new(recv);

@@ -1,17 +1,217 @@
-//! The user commands of `qnet`.
+//! The user commands of `qnet` and their dispatch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use qnet_common::Basis;
+use qnet_common::wire::CardinalState;
+use serde::Serialize;
+
+use crate::deploy::{self, UpOptions};
+use crate::record::{self, Deployment};
+use crate::run::Target;
+use crate::status::{self, table};
+use crate::{bench, run};
+
+/// Writes to stdout; a closed stdout (`qnet status | head -1`) is not worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($arg:tt)*) => { emit(&format!($($arg)*)) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
+}
 
 /// User commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Start a deployment: the broker and one process per node, in the background.
+    Up {
+        /// The topology file (TOML).
+        file: PathBuf,
+        /// Run folder (default: .qnet/NAME/, NAME being the network's name).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Seconds the nodes may take to be ready (default: 10 + 0.1 per node).
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Stop a deployment: every process, gracefully if possible. Logs are kept.
+    Down {
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+    },
+    /// Show every process of a deployment and whether it is up.
+    Status {
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+        /// Print JSON: an array of {name, role, pid, addr, state}.
+        #[arg(long)]
+        json: bool,
+        /// Also ask every process over its admin API (qubits held, peers).
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Print the log of a process (a node, or `broker`).
+    Logs {
+        /// Process name.
+        name: String,
+        /// Only the last N lines.
+        #[arg(long, short = 'n')]
+        lines: Option<usize>,
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+    },
+    /// Run a workload on a deployment.
+    Run {
+        /// The workload.
+        #[command(subcommand)]
+        command: RunCommand,
+    },
+    /// Measure the system end to end on a fresh deployment (torn down afterwards).
+    Bench {
+        /// The benchmark.
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Work with topology files.
     Topo {
         /// What to do.
         #[command(subcommand)]
         command: TopoCommand,
+    },
+}
+
+/// `--run-dir`, shared by every command that acts on a running deployment.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunDirArg {
+    /// Run folder of the deployment (default: $QNET_RUN_DIR, else the only one under
+    /// .qnet/).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// A measurement basis on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BasisArg {
+    /// Computational basis.
+    #[value(name = "Z")]
+    Z,
+    /// Hadamard basis.
+    #[value(name = "X")]
+    X,
+    /// Circular basis.
+    #[value(name = "Y")]
+    Y,
+}
+
+impl From<BasisArg> for Basis {
+    fn from(b: BasisArg) -> Basis {
+        match b {
+            BasisArg::Z => Basis::Z,
+            BasisArg::X => Basis::X,
+            BasisArg::Y => Basis::Y,
+        }
+    }
+}
+
+fn parse_state(s: &str) -> Result<CardinalState, String> {
+    CardinalState::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = CardinalState::ALL.iter().map(|s| s.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+/// `qnet run …`
+#[derive(Subcommand, Debug)]
+pub enum RunCommand {
+    /// Make EPR pairs between two neighbours and compare measurement outcomes.
+    Epr {
+        /// The node that runs the protocol.
+        #[arg(long)]
+        from: String,
+        /// Its neighbour.
+        #[arg(long)]
+        to: String,
+        /// Number of pairs.
+        #[arg(long, default_value_t = 1000)]
+        pairs: u32,
+        /// Basis both ends measure in.
+        #[arg(long, value_enum, ignore_case = true, default_value = "Z")]
+        basis: BasisArg,
+        /// Print JSON: {pairs, agree, pairs_per_s, seconds, wall_seconds}.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+    },
+    /// Teleport copies of a state to a neighbour; the broker's oracle checks them.
+    Teleport {
+        /// The sender.
+        #[arg(long)]
+        from: String,
+        /// The receiving neighbour.
+        #[arg(long)]
+        to: String,
+        /// The state: zero, one, plus, minus, plus_i or minus_i.
+        #[arg(long, value_parser = parse_state, default_value = "plus")]
+        state: CardinalState,
+        /// Number of copies.
+        #[arg(long, default_value_t = 100)]
+        shots: u32,
+        /// Print JSON: {shots, received, fidelity, fidelity_min, teleports_per_s, …}.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+    },
+}
+
+/// `qnet bench …`
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// EPR pairs per second between two nodes over an ideal link, and memory use.
+    Epr {
+        /// Number of pairs.
+        #[arg(long, default_value_t = 20_000)]
+        pairs: u32,
+        /// Print JSON: {pairs, pairs_per_s, seconds, up_seconds, node_rss_mb, broker_rss_mb}.
+        #[arg(long)]
+        json: bool,
+        /// Keep the run folder (logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// How long `up` of a topology takes until every process is ready, and memory use.
+    Up {
+        /// The topology file (TOML).
+        file: PathBuf,
+        /// Print JSON: {network, nodes, up_seconds, node_rss_mb, broker_rss_mb}.
+        #[arg(long)]
+        json: bool,
+        /// Keep the run folder (logs) afterwards.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -32,7 +232,292 @@ pub fn main(command: Command) -> anyhow::Result<()> {
             command: TopoCommand::Check { file },
         } => {
             let topology = qnet_common::topology::Topology::load(&file)?;
-            print!("{}", topology.summary());
+            out!("{}", topology.summary());
+            Ok(())
+        }
+        Command::Up {
+            file,
+            run_dir,
+            timeout,
+        } => runtime()?.block_on(up(file, run_dir, timeout)),
+        Command::Down { target } => runtime()?.block_on(down(&target)),
+        Command::Status {
+            target,
+            json,
+            probe,
+        } => status_cmd(&target, json, probe),
+        Command::Logs {
+            name,
+            lines,
+            target,
+        } => {
+            let run_dir = record::resolve_from_env(target.run_dir.as_deref())?;
+            let deployment = load_any(&run_dir)?;
+            status::logs(&deployment, &name, lines)
+        }
+        Command::Run { command } => runtime()?.block_on(run_cmd(command)),
+        Command::Bench { command } => runtime()?.block_on(bench_cmd(command)),
+    }
+}
+
+/// The runtime of the commands that talk to processes: one thread is plenty for a
+/// handful of connections and keeps the controller's own footprint small.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find the qnet binary")
+}
+
+fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("{what} must be a positive number of seconds"))
+}
+
+async fn up(file: PathBuf, run_dir: Option<PathBuf>, timeout: Option<f64>) -> anyhow::Result<()> {
+    let options = UpOptions {
+        topology: file,
+        run_dir,
+        exe: exe()?,
+        nodes_timeout: timeout.map(|t| seconds(t, "--timeout")).transpose()?,
+        progress: true,
+    };
+    let deployed = deploy::up(&options).await?;
+    let d = &deployed.deployment;
+    outln!(
+        "{}: {} nodes and the broker ready in {:.2} s",
+        d.network,
+        d.nodes().count(),
+        deployed.seconds
+    );
+    out!(
+        "{}",
+        table(&["NAME", "ROLE", "PID", "ADDRESS"], &deploy::rows(d))
+    );
+    // Mention --run-dir only if the other commands would not find this deployment
+    // by themselves.
+    let found = record::resolve_from_env(None)
+        .ok()
+        .and_then(|r| std::fs::canonicalize(r.root()).ok());
+    let dir_arg = if found.as_deref() == Some(d.run_dir.as_path()) {
+        String::new()
+    } else {
+        format!(" --run-dir {}", d.run_dir.display())
+    };
+    let example = match deployed.deployment.processes.get(1..3) {
+        Some([a, _]) => {
+            let topology = qnet_common::topology::Topology::load(deployed.run_dir.topology())?;
+            let i = topology.node_index(&a.name).unwrap_or(0);
+            topology
+                .neighbours(i)
+                .next()
+                .map(|j| {
+                    format!(
+                        ", `qnet run epr{dir_arg} --from {} --to {} --pairs 1000`",
+                        a.name, topology.nodes[j].name
+                    )
+                })
+                .unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    outln!(
+        "logs and certificates in {}; next: `qnet status{dir_arg}`{example}, `qnet down{dir_arg}`",
+        d.run_dir.display()
+    );
+    Ok(())
+}
+
+/// The deployment in `run_dir`, or the "nothing running" error.
+fn load_any(run_dir: &qnet_common::rundir::RunDir) -> anyhow::Result<Deployment> {
+    record::load_running(run_dir)
+}
+
+async fn down(target: &RunDirArg) -> anyhow::Result<()> {
+    let run_dir = record::resolve_from_env(target.run_dir.as_deref())?;
+    if !run_dir.deployment().is_file() {
+        outln!("nothing to stop in {}", run_dir.root().display());
+        return Ok(());
+    }
+    let deployment = Deployment::load(&run_dir)?;
+    let report = deploy::down(&run_dir, &deployment).await?;
+    let mut parts = Vec::new();
+    if !report.stopped.is_empty() {
+        parts.push(format!("{} stopped", report.stopped.len()));
+    }
+    if !report.killed.is_empty() {
+        parts.push(format!(
+            "{} killed after {} s ({})",
+            report.killed.len(),
+            deploy::DOWN_GRACE.as_secs(),
+            run::short_list(&report.killed.iter().map(String::as_str).collect::<Vec<_>>())
+        ));
+    }
+    if !report.gone.is_empty() {
+        parts.push(format!("{} already gone", report.gone.len()));
+    }
+    outln!(
+        "{}: {}; logs kept in {}",
+        deployment.network,
+        parts.join(", "),
+        run_dir.logs().display()
+    );
+    Ok(())
+}
+
+fn status_cmd(target: &RunDirArg, json: bool, probe: bool) -> anyhow::Result<()> {
+    let run_dir = match record::resolve_from_env(target.run_dir.as_deref()) {
+        Ok(dir) if dir.deployment().is_file() => dir,
+        Ok(dir) => return no_deployment(json, Some(dir.root())),
+        Err(e) if e.to_string().starts_with("no running deployment") => {
+            return no_deployment(json, None);
+        }
+        Err(e) => return Err(e),
+    };
+    let deployment = Deployment::load(&run_dir)?;
+    let mut statuses = status::snapshot(&deployment);
+    if probe {
+        runtime()?.block_on(status::probe(&run_dir, &deployment, &mut statuses));
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else {
+        out!("{}", status::render(&deployment, &statuses));
+    }
+    Ok(())
+}
+
+/// "Nothing is running" is an answer, not an error, for `status`.
+fn no_deployment(json: bool, dir: Option<&Path>) -> anyhow::Result<()> {
+    if json {
+        outln!("[]");
+    } else if let Some(dir) = dir {
+        outln!(
+            "no running deployment in {} (start one with `qnet up TOPOLOGY`)",
+            dir.display()
+        );
+    } else {
+        outln!("no running deployment (start one with `qnet up TOPOLOGY`)");
+    }
+    Ok(())
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run_cmd(command: RunCommand) -> anyhow::Result<()> {
+    match command {
+        RunCommand::Epr {
+            from,
+            to,
+            pairs,
+            basis,
+            json,
+            timeout,
+            target,
+        } => {
+            let timeout = seconds(timeout, "--timeout")?;
+            let run_dir = record::resolve_from_env(target.run_dir.as_deref())?;
+            let target = Target::load(run_dir)?;
+            let r = run::epr(&target, &from, &to, pairs, basis.into(), timeout).await?;
+            if json {
+                return print_json(&r);
+            }
+            outln!("epr {from} -> {to}, basis {basis:?}");
+            outln!("  pairs       {}", r.pairs);
+            outln!(
+                "  agreement   {:.4} ({} of {})",
+                r.agree,
+                (r.agree * f64::from(r.pairs)).round(),
+                r.pairs
+            );
+            outln!(
+                "  rate        {:.0} pairs/s ({:.3} s at the node)",
+                r.pairs_per_s,
+                r.seconds
+            );
+            outln!("  wall time   {:.3} s", r.wall_seconds);
+            Ok(())
+        }
+        RunCommand::Teleport {
+            from,
+            to,
+            state,
+            shots,
+            json,
+            timeout,
+            target,
+        } => {
+            let timeout = seconds(timeout, "--timeout")?;
+            let run_dir = record::resolve_from_env(target.run_dir.as_deref())?;
+            let target = Target::load(run_dir)?;
+            let r = run::teleport(&target, &from, &to, state, shots, timeout).await?;
+            if json {
+                return print_json(&r);
+            }
+            outln!("teleport {from} -> {to}, state {}", state.name());
+            outln!("  shots       {} ({} received)", r.shots, r.received);
+            outln!(
+                "  fidelity    {:.6} mean, {:.6} min",
+                r.fidelity,
+                r.fidelity_min
+            );
+            outln!(
+                "  rate        {:.0} teleports/s ({:.3} s at the node)",
+                r.teleports_per_s,
+                r.seconds
+            );
+            outln!("  wall time   {:.3} s", r.wall_seconds);
+            Ok(())
+        }
+    }
+}
+
+async fn bench_cmd(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Epr { pairs, json, keep } => {
+            if pairs == 0 {
+                anyhow::bail!("--pairs must be at least 1");
+            }
+            let r = bench::epr(exe()?, pairs, keep).await?;
+            if json {
+                return print_json(&r);
+            }
+            outln!("bench epr: 2 nodes, ideal link");
+            outln!("  pairs       {} (agreement {:.4})", r.pairs, r.agree);
+            outln!(
+                "  rate        {:.0} pairs/s ({:.3} s)",
+                r.pairs_per_s,
+                r.seconds
+            );
+            outln!("  up          {:.2} s", r.up_seconds);
+            outln!(
+                "  memory      node {:.1} MiB (max), broker {:.1} MiB",
+                r.node_rss_mb,
+                r.broker_rss_mb
+            );
+            Ok(())
+        }
+        BenchCommand::Up { file, json, keep } => {
+            let r = bench::up(exe()?, file, keep).await?;
+            if json {
+                return print_json(&r);
+            }
+            outln!("bench up: {} ({} nodes)", r.network, r.nodes);
+            outln!("  up          {:.2} s", r.up_seconds);
+            outln!(
+                "  memory      node {:.1} MiB (max), broker {:.1} MiB",
+                r.node_rss_mb,
+                r.broker_rss_mb
+            );
             Ok(())
         }
     }

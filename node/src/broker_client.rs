@@ -61,14 +61,13 @@ impl BrokerClient {
             "the broker answered as {:?}",
             hello.role
         );
-        let events = conn.accept_uni().await?;
 
         let pending: Pending = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_requests(writer, rx, pending.clone()));
         tokio::spawn(read_responses(reader, pending));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
-        tokio::spawn(read_events(FrameReader::new(events), event_tx));
+        tokio::spawn(read_events(conn.clone(), event_tx));
         Ok((
             BrokerClient {
                 tx,
@@ -144,7 +143,13 @@ async fn read_responses(mut reader: FrameReader<quinn::RecvStream>, pending: Pen
     pending.lock().expect("pending lock").clear();
 }
 
-async fn read_events(mut reader: FrameReader<quinn::RecvStream>, tx: mpsc::UnboundedSender<Event>) {
+/// Reads the broker's event stream. QUIC announces a stream only with its first
+/// bytes, so it is accepted here, in the background, not during the handshake.
+async fn read_events(conn: quinn::Connection, tx: mpsc::UnboundedSender<Event>) {
+    let Ok(stream) = conn.accept_uni().await else {
+        return;
+    };
+    let mut reader = FrameReader::new(stream);
     while let Ok(Some(event)) = reader.read::<Event>().await {
         if tx.send(event).is_err() {
             return;

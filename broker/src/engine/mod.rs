@@ -351,6 +351,13 @@ impl<R: Rng> Engine<R> {
     /// Applies a single-qubit gate, then the node's gate error.
     pub fn gate1(&mut self, now: f64, actor: NodeId, qubit: QubitId, gate: Gate1) -> Result<()> {
         let slot = self.acting(actor, qubit)?;
+        if let Gate1::Rx(t) | Gate1::Ry(t) | Gate1::Rz(t) = gate
+            && !t.is_finite()
+        {
+            return Err(EngineError::InvalidParameter(format!(
+                "rotation angle {t} is not finite"
+            )));
+        }
         self.age(slot, now)?;
         let reg = self.slot_register(slot);
         self.check_gate_noise(actor, reg)?;
@@ -377,7 +384,17 @@ impl<R: Rng> Engine<R> {
         let sb = self.acting(actor, b)?;
         self.age(sa, now)?;
         self.age(sb, now)?;
-        let reg = self.merge(self.slot_register(sa), self.slot_register(sb))?;
+        let (ra, rb) = (self.slot_register(sa), self.slot_register(sb));
+        let merged = if ra == rb {
+            self.register(ra).len()
+        } else {
+            self.register(ra).len() + self.register(rb).len()
+        };
+        if self.node(actor)?.params.gate_error > 0.0 && merged > self.config.max_mixed_qubits {
+            // Gate noise needs a density matrix; refuse before merging anything.
+            return Err(self.too_large(merged, true));
+        }
+        let reg = self.merge(ra, rb)?;
         self.check_gate_noise(actor, reg)?;
         let r = self.register_mut(reg);
         let (ka, kb) = (r.position(sa), r.position(sb));
@@ -409,7 +426,7 @@ impl<R: Rng> Engine<R> {
     /// their reduced state) and prepared afresh.
     pub fn reset(&mut self, now: f64, actor: NodeId, qubit: QubitId) -> Result<()> {
         let slot = self.acting(actor, qubit)?;
-        self.split_off(slot)?;
+        self.split_off(slot);
         let live = self.slots[slot as usize]
             .live
             .as_mut()
@@ -425,7 +442,8 @@ impl<R: Rng> Engine<R> {
     pub fn free(&mut self, now: f64, actor: NodeId, qubit: QubitId) -> Result<()> {
         let _ = now;
         let slot = self.acting(actor, qubit)?;
-        self.release(slot)
+        self.release(slot);
+        Ok(())
     }
 
     /// Moves a qubit to another node: the old id dies and the receiver's new id is
@@ -455,7 +473,7 @@ impl<R: Rng> Engine<R> {
         self.node(node)?;
         let slots = self.owned_slots(node);
         for &slot in &slots {
-            self.release(slot)?;
+            self.release(slot);
         }
         Ok(slots.len())
     }
@@ -602,6 +620,13 @@ impl<R: Rng> Engine<R> {
         free: bool,
     ) -> Result<u8> {
         let slot = self.acting(actor, qubit)?;
+        if let Basis::Rotated { theta, phi } = basis
+            && !(theta.is_finite() && phi.is_finite())
+        {
+            return Err(EngineError::InvalidParameter(format!(
+                "basis angles ({theta}, {phi}) are not finite"
+            )));
+        }
         self.age(slot, now)?;
         let readout_error = self.node(actor)?.params.readout_error;
         let reg_id = self.slot_register(slot);
@@ -757,46 +782,54 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    /// Traces a qubit out of its register and kills its id.
-    fn release(&mut self, slot: u32) -> Result<()> {
+    /// Traces a qubit out of its register and kills its id. Never fails: a crash or
+    /// a free must always succeed.
+    fn release(&mut self, slot: u32) {
         let reg = self.slot_register(slot);
-        let r = self.register(reg);
-        if r.len() == 1 {
+        if self.register(reg).len() == 1 {
             self.registers[reg as usize] = None;
             self.free_registers.push(reg);
         } else {
-            if !r.is_mixed() && r.len() - 1 > self.config.max_mixed_qubits {
-                return Err(self.too_large(r.len() - 1, true));
-            }
-            let r = self.register_mut(reg);
-            let k = r.position(slot);
-            r.trace_out(k);
+            self.remove_from_register(reg, slot);
         }
         self.kill_slot(slot);
-        Ok(())
+    }
+
+    /// Takes a qubit out of a register of several, leaving the others in their
+    /// reduced state. A pure register too large to become a density matrix loses the
+    /// qubit by a Z measurement whose outcome nobody learns: averaged over outcomes
+    /// that is exactly the partial trace, and each run sees one of its branches.
+    fn remove_from_register(&mut self, reg: u32, slot: u32) {
+        let max_mixed = self.config.max_mixed_qubits;
+        let r = self.register(reg);
+        let k = r.position(slot);
+        if !r.is_mixed() && r.len() - 1 > max_mixed {
+            let p1 = r.prob_one(k);
+            let mut outcome = u8::from(self.rng.random::<f64>() < p1);
+            if (outcome == 1 && p1 <= 0.0) || (outcome == 0 && p1 >= 1.0) {
+                outcome ^= 1;
+            }
+            let p = if outcome == 1 { p1 } else { 1.0 - p1 };
+            self.register_mut(reg).project_out(k, outcome, p);
+        } else {
+            self.register_mut(reg).trace_out(k);
+        }
     }
 
     /// Traces a qubit out of its register and leaves it alone in a fresh, empty
     /// register slot (the caller fills in its state).
-    fn split_off(&mut self, slot: u32) -> Result<()> {
+    fn split_off(&mut self, slot: u32) {
         let reg = self.slot_register(slot);
-        let r = self.register(reg);
-        if r.len() == 1 {
-            return Ok(());
+        if self.register(reg).len() == 1 {
+            return;
         }
-        if !r.is_mixed() && r.len() - 1 > self.config.max_mixed_qubits {
-            return Err(self.too_large(r.len() - 1, true));
-        }
-        let r = self.register_mut(reg);
-        let k = r.position(slot);
-        r.trace_out(k);
+        self.remove_from_register(reg, slot);
         let new = self.new_register_slot();
         self.slots[slot as usize]
             .live
             .as_mut()
             .expect("live")
             .register = new;
-        Ok(())
     }
 
     fn too_large(&self, qubits: usize, mixed: bool) -> EngineError {
@@ -853,6 +886,11 @@ impl<R: Rng> Engine<R> {
 
     /// Applies memory decoherence to a qubit for the time since it was last touched.
     fn age(&mut self, slot: u32, now: f64) -> Result<()> {
+        if !now.is_finite() {
+            return Err(EngineError::InvalidParameter(format!(
+                "time {now} is not a finite number of seconds"
+            )));
+        }
         let live = self.slots[slot as usize].live.expect("live slot");
         let params = self.node(live.owner)?.params;
         if let Some(s) = gates::memory_superop(now - live.touched, params.t1, params.t2) {

@@ -58,13 +58,13 @@ impl fmt::Display for Location {
 #[non_exhaustive]
 pub enum TopologyError {
     /// The file could not be read.
-    #[error("{}: cannot read topology file: {source}", path.display())]
+    #[error("{}: cannot read topology file: {error}", path.display())]
     Io {
         /// The path that was being read.
         path: PathBuf,
-        /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        /// What the operating system said (part of the message, so not also
+        /// reported as the error's source).
+        error: std::io::Error,
     },
 
     /// The text is not valid TOML, or does not fit the format: an unknown key, a value of

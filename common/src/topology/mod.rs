@@ -292,9 +292,9 @@ impl Topology {
     /// Reads and checks the topology file at `path`. Errors name the path as given.
     pub fn load(path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| TopologyError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Topology::parse(&text, &path.display().to_string())
     }

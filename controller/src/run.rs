@@ -1,0 +1,426 @@
+//! `qnet run APP …`: workloads started at one node and checked by the controller.
+//!
+//! - `epr`: node A makes pairs with its neighbour B; both measure in one basis and A
+//!   counts agreements.
+//! - `teleport`: node A teleports copies of a cardinal state to B; the controller
+//!   asks the broker's oracle for each received qubit's density matrix, computes the
+//!   fidelity with the state sent, then has B free the qubits.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use qnet_common::Basis;
+use qnet_common::QubitId;
+use qnet_common::rundir::RunDir;
+use qnet_common::topology::Topology;
+use qnet_common::wire::{
+    CardinalState, MAX_BATCH, NodeRequestBody, NodeResponseBody, RequestBody, ResponseBody,
+};
+use serde::Serialize;
+
+use crate::client::Session;
+use crate::procs;
+use crate::record::{Deployment, ProcessRole};
+
+/// At most this many names are listed in an error message.
+const LIST_MAX: usize = 8;
+
+/// `a, b, c` — or the first few and how many more.
+pub fn short_list(names: &[&str]) -> String {
+    if names.len() <= LIST_MAX {
+        names.join(", ")
+    } else {
+        format!(
+            "{}, … ({} more)",
+            names[..LIST_MAX].join(", "),
+            names.len() - LIST_MAX
+        )
+    }
+}
+
+/// Checks that `from` and `to` are distinct nodes of `topology` joined by a link;
+/// the error is one line saying what is wrong.
+pub fn check_link(topology: &Topology, from: &str, to: &str) -> anyhow::Result<()> {
+    let known = || {
+        let names: Vec<&str> = topology.nodes.iter().map(|n| n.name.as_str()).collect();
+        short_list(&names)
+    };
+    for name in [from, to] {
+        if topology.node_index(name).is_none() {
+            bail!(
+                "unknown node: {name} (network {} has {})",
+                topology.name,
+                known()
+            );
+        }
+    }
+    if from == to {
+        bail!("--from and --to are the same node ({from})");
+    }
+    if !topology.are_neighbours(from, to) {
+        let i = topology.node_index(from).expect("checked above");
+        let neighbours: Vec<&str> = topology
+            .neighbours(i)
+            .map(|j| topology.nodes[j].name.as_str())
+            .collect();
+        bail!(
+            "{from} and {to} are not neighbours in {} ({from}'s neighbours: {})",
+            topology.name,
+            if neighbours.is_empty() {
+                "none".to_owned()
+            } else {
+                short_list(&neighbours)
+            }
+        );
+    }
+    Ok(())
+}
+
+/// A deployment a workload runs on: its record, topology and folder.
+#[derive(Debug)]
+pub struct Target {
+    /// The run folder.
+    pub run_dir: RunDir,
+    /// The record.
+    pub deployment: Deployment,
+    /// The topology it was started with.
+    pub topology: Topology,
+}
+
+impl Target {
+    /// Loads the deployment in `run_dir` and its topology.
+    pub fn load(run_dir: RunDir) -> anyhow::Result<Target> {
+        let deployment = crate::record::load_running(&run_dir)?;
+        let topology = Topology::load(run_dir.topology())?;
+        Ok(Target {
+            run_dir,
+            deployment,
+            topology,
+        })
+    }
+
+    /// The address of node `name`, which must be running.
+    fn node_addr(&self, name: &str) -> anyhow::Result<std::net::SocketAddr> {
+        let p = self
+            .deployment
+            .process(name)
+            .filter(|p| p.role == ProcessRole::Node)
+            .ok_or_else(|| anyhow!("node {name} is not part of this deployment"))?;
+        if !procs::is_alive(p.pid, &self.deployment.exe, &self.deployment.run_dir) {
+            bail!("node {name} is down (see `qnet logs {name}`)");
+        }
+        p.addr
+            .ok_or_else(|| anyhow!("node {name} never became ready (see `qnet logs {name}`)"))
+    }
+
+    /// The broker's address; it must be running.
+    fn broker_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let b = self
+            .deployment
+            .broker()
+            .ok_or_else(|| anyhow!("the deployment has no broker"))?;
+        if !procs::is_alive(b.pid, &self.deployment.exe, &self.deployment.run_dir) {
+            bail!("the broker is down (see `qnet logs broker`)");
+        }
+        b.addr
+            .ok_or_else(|| anyhow!("the broker never became ready (see `qnet logs broker`)"))
+    }
+}
+
+/// Result of `qnet run epr`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EprReport {
+    /// Pairs made and measured at both ends.
+    pub pairs: u32,
+    /// Fraction of pairs whose outcomes agreed, 0..1.
+    pub agree: f64,
+    /// Pairs per second, over the node's own timing.
+    pub pairs_per_s: f64,
+    /// Seconds the node took.
+    pub seconds: f64,
+    /// Seconds the whole command took, connecting included.
+    pub wall_seconds: f64,
+}
+
+/// Runs `epr` from `from` to `to`.
+pub async fn epr(
+    target: &Target,
+    from: &str,
+    to: &str,
+    pairs: u32,
+    basis: Basis,
+    timeout: Duration,
+) -> anyhow::Result<EprReport> {
+    check_link(&target.topology, from, to)?;
+    if pairs == 0 {
+        bail!("--pairs must be at least 1");
+    }
+    target.node_addr(to)?;
+    let addr = target.node_addr(from)?;
+    let start = Instant::now();
+    let session = Session::new(&target.run_dir)?;
+    let result = async {
+        let mut node = session.node(from, addr).await?;
+        let body = NodeRequestBody::RunEpr {
+            peer: to.to_owned(),
+            pairs,
+            basis,
+        };
+        let answer = with_timeout(timeout, "epr", node.request(body)).await?;
+        node.close();
+        match answer {
+            NodeResponseBody::Epr {
+                pairs,
+                agree,
+                seconds,
+            } => Ok(EprReport {
+                pairs,
+                agree: if pairs == 0 {
+                    0.0
+                } else {
+                    f64::from(agree) / f64::from(pairs)
+                },
+                pairs_per_s: rate(pairs as usize, seconds),
+                seconds,
+                wall_seconds: start.elapsed().as_secs_f64(),
+            }),
+            other => bail!("node {from} answered epr with {other:?}"),
+        }
+    }
+    .await;
+    session.close().await;
+    result
+}
+
+/// Result of `qnet run teleport`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TeleportReport {
+    /// Shots asked for.
+    pub shots: u32,
+    /// Qubits that arrived at the receiver.
+    pub received: usize,
+    /// Mean fidelity of the received qubits with the state sent.
+    pub fidelity: f64,
+    /// The worst fidelity.
+    pub fidelity_min: f64,
+    /// Teleports per second, over the node's own timing.
+    pub teleports_per_s: f64,
+    /// Seconds the node took for all shots.
+    pub seconds: f64,
+    /// Seconds the whole command took, oracle and freeing included.
+    pub wall_seconds: f64,
+}
+
+/// Runs `teleport` of `state` from `from` to `to`, `shots` times.
+pub async fn teleport(
+    target: &Target,
+    from: &str,
+    to: &str,
+    state: CardinalState,
+    shots: u32,
+    timeout: Duration,
+) -> anyhow::Result<TeleportReport> {
+    check_link(&target.topology, from, to)?;
+    if shots == 0 {
+        bail!("--shots must be at least 1");
+    }
+    let to_addr = target.node_addr(to)?;
+    let from_addr = target.node_addr(from)?;
+    let broker_addr = target.broker_addr()?;
+    let start = Instant::now();
+    let session = Session::new(&target.run_dir)?;
+    let result = async {
+        let mut sender = session.node(from, from_addr).await?;
+        let body = NodeRequestBody::RunTeleport {
+            peer: to.to_owned(),
+            state,
+            shots,
+        };
+        let answer = with_timeout(timeout, "teleport", sender.request(body)).await?;
+        sender.close();
+        let (received, seconds) = match answer {
+            NodeResponseBody::Teleport { received, seconds } => (received, seconds),
+            other => bail!("node {from} answered teleport with {other:?}"),
+        };
+        // Check the qubits, then free them whatever the check says.
+        let checked = async {
+            let mut broker = session.broker(broker_addr).await?;
+            let fidelities = with_timeout(
+                timeout,
+                "the oracle",
+                fidelities(&mut broker, &received, state),
+            )
+            .await;
+            broker.close();
+            fidelities
+        }
+        .await;
+        let freed = free(&session, to, to_addr, &received).await;
+        let fidelities = checked?;
+        freed?;
+        if fidelities.is_empty() {
+            bail!("none of the {shots} teleported qubits arrived at {to}");
+        }
+        let n = fidelities.len() as f64;
+        Ok(TeleportReport {
+            shots,
+            received: received.len(),
+            fidelity: fidelities.iter().sum::<f64>() / n,
+            fidelity_min: fidelities.iter().copied().fold(f64::INFINITY, f64::min),
+            teleports_per_s: rate(received.len(), seconds),
+            seconds,
+            wall_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+    .await;
+    session.close().await;
+    result
+}
+
+/// ⟨ψ|ρ|ψ⟩ of each qubit with `state`, from the broker's reduced density matrices
+/// (all requests pipelined).
+async fn fidelities(
+    broker: &mut crate::client::BrokerAdmin,
+    qubits: &[QubitId],
+    state: CardinalState,
+) -> anyhow::Result<Vec<f64>> {
+    let requests = qubits
+        .iter()
+        .map(|&q| RequestBody::ReducedDensityMatrix { qubits: vec![q] })
+        .collect();
+    let psi = state.amplitudes();
+    broker
+        .pipeline(requests)
+        .await?
+        .into_iter()
+        .zip(qubits)
+        .map(|(answer, q)| match answer {
+            Ok(ResponseBody::DensityMatrix { qubits: 1, entries }) if entries.len() == 4 => {
+                Ok(overlap(psi, &entries))
+            }
+            Ok(other) => bail!("the broker answered the density matrix of {q} with {other:?}"),
+            Err(e) => bail!("the broker refused the density matrix of {q}: {e}"),
+        })
+        .collect()
+}
+
+/// ⟨ψ|ρ|ψ⟩ = Σᵢⱼ ψᵢ* ρᵢⱼ ψⱼ for a one-qubit ρ given row-major as (re, im) pairs.
+pub fn overlap(psi: [(f64, f64); 2], rho: &[(f64, f64)]) -> f64 {
+    let mul = |(a, b): (f64, f64), (c, d): (f64, f64)| (a * c - b * d, a * d + b * c);
+    let conj = |(a, b): (f64, f64)| (a, -b);
+    let mut sum = 0.0;
+    for i in 0..2 {
+        for j in 0..2 {
+            sum += mul(mul(conj(psi[i]), rho[2 * i + j]), psi[j]).0;
+        }
+    }
+    sum
+}
+
+/// Asks node `name` to free `qubits`, in batches the broker accepts.
+async fn free(
+    session: &Session,
+    name: &str,
+    addr: std::net::SocketAddr,
+    qubits: &[QubitId],
+) -> anyhow::Result<()> {
+    if qubits.is_empty() {
+        return Ok(());
+    }
+    let mut node = session.node(name, addr).await?;
+    for chunk in qubits.chunks(MAX_BATCH as usize) {
+        node.request(NodeRequestBody::Free {
+            qubits: chunk.to_vec(),
+        })
+        .await?;
+    }
+    node.close();
+    Ok(())
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| anyhow!("{what} did not finish within {} s", timeout.as_secs_f64()))?
+}
+
+fn rate(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line3() -> Topology {
+        Topology::parse(
+            "[network]\nname = \"line-3\"\n\
+             [[nodes]]\nname = \"alice\"\n[[nodes]]\nname = \"bob\"\n[[nodes]]\nname = \"carol\"\n\
+             [[links]]\na = \"alice\"\nb = \"bob\"\n[[links]]\na = \"bob\"\nb = \"carol\"\n",
+            "line-3.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn link_checks_say_what_is_wrong_in_one_line() {
+        let t = line3();
+        check_link(&t, "alice", "bob").unwrap();
+        check_link(&t, "bob", "alice").unwrap();
+        let e = check_link(&t, "alice", "dave").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown node: dave (network line-3 has alice, bob, carol)"
+        );
+        let e = check_link(&t, "alice", "carol").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "alice and carol are not neighbours in line-3 (alice's neighbours: bob)"
+        );
+        let e = check_link(&t, "bob", "bob").unwrap_err().to_string();
+        assert!(e.contains("same node"), "{e}");
+    }
+
+    #[test]
+    fn short_lists_are_short() {
+        let names: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let text = short_list(&names);
+        assert!(text.ends_with("… (92 more)"), "{text}");
+        assert_eq!(short_list(&["a", "b"]), "a, b");
+    }
+
+    #[test]
+    fn overlap_of_cardinal_states() {
+        for state in CardinalState::ALL {
+            let psi = state.amplitudes();
+            // ρ = |ψ⟩⟨ψ|
+            let mut rho = Vec::new();
+            for i in 0..2 {
+                for j in 0..2 {
+                    let (a, b) = psi[i];
+                    let (c, d) = (psi[j].0, -psi[j].1);
+                    rho.push((a * c - b * d, a * d + b * c));
+                }
+            }
+            assert!((overlap(psi, &rho) - 1.0).abs() < 1e-12, "{state:?}");
+            // The maximally mixed state has fidelity ½ with every pure state.
+            let mixed = [(0.5, 0.0), (0.0, 0.0), (0.0, 0.0), (0.5, 0.0)];
+            assert!((overlap(psi, &mixed) - 0.5).abs() < 1e-12);
+        }
+        // |+i⟩ against |−i⟩: orthogonal.
+        let p = CardinalState::PlusI.amplitudes();
+        let m = CardinalState::MinusI.amplitudes();
+        let rho_m = [(0.5, 0.0), (0.0, 0.5), (0.0, -0.5), (0.5, 0.0)];
+        assert!((overlap(m, &rho_m) - 1.0).abs() < 1e-12);
+        assert!(overlap(p, &rho_m).abs() < 1e-12);
+    }
+}
