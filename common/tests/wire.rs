@@ -721,6 +721,10 @@ fn node_admin() -> Vec<qnet_common::wire::NodeRequest> {
         },
         NodeRequestBody::Free { qubits: vec![q(1)] },
         NodeRequestBody::Status,
+        NodeRequestBody::HoldPairs {
+            peer: "bob".into(),
+            count: 2,
+        },
         NodeRequestBody::Shutdown,
     ]
     .into_iter()

@@ -72,6 +72,15 @@ async fn handle(node: &Arc<Node>, body: NodeRequestBody) -> anyhow::Result<NodeR
             qubits: node.held.lock().expect("held lock").len() as u32,
             connected_peers: node.peers.connected(),
         }),
+        NodeRequestBody::HoldPairs { peer, count } => {
+            node.check_neighbour(&peer)?;
+            let pairs = node.create_pairs(&peer, count).await?;
+            node.held
+                .lock()
+                .expect("held lock")
+                .extend(pairs.iter().map(|p| p.local));
+            Ok(NodeResponseBody::Pairs { pairs })
+        }
         NodeRequestBody::Shutdown => Ok(NodeResponseBody::Done),
     }
 }

@@ -217,7 +217,11 @@ impl Node {
         self.next_run.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn create_pairs(&self, peer: &str, count: u32) -> Result<Vec<Pair>, CallError> {
+    pub(crate) async fn create_pairs(
+        &self,
+        peer: &str,
+        count: u32,
+    ) -> Result<Vec<Pair>, CallError> {
         match self
             .broker
             .call(RequestBody::CreatePairs {
@@ -402,7 +406,7 @@ impl Node {
         }
     }
 
-    fn check_neighbour(&self, peer: &str) -> anyhow::Result<()> {
+    pub(crate) fn check_neighbour(&self, peer: &str) -> anyhow::Result<()> {
         if self.topology.node_index(peer).is_none() {
             anyhow::bail!("unknown node {peer:?}");
         }

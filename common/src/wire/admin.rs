@@ -107,6 +107,16 @@ pub enum NodeRequestBody {
     },
     /// Report this node's state.
     Status,
+    /// Make `count` pairs with the neighbour `peer` and keep them: this node's halves
+    /// are held for the controller, the peer's halves stay in its memory. Answered
+    /// with [`NodeResponseBody::Pairs`]. For experiments and tests that need
+    /// entanglement standing between two processes (e.g. to crash one of them).
+    HoldPairs {
+        /// The neighbour.
+        peer: String,
+        /// Number of pairs.
+        count: u32,
+    },
     /// Shut the node down gracefully.
     Shutdown,
 }
@@ -140,6 +150,11 @@ pub enum NodeResponseBody {
         received: Vec<QubitId>,
         /// Wall-clock seconds for all shots.
         seconds: f64,
+    },
+    /// Result of [`NodeRequestBody::HoldPairs`], seen from this node.
+    Pairs {
+        /// The pairs: `local` is held here, `remote` at the peer.
+        pairs: Vec<crate::wire::Pair>,
     },
     /// Result of [`NodeRequestBody::Status`].
     Status {
