@@ -8,10 +8,13 @@
 //! - [`tls`]: the deployment CA, per-process certificates, mutual-TLS QUIC configs and
 //!   [`tls::peer_identity`].
 //! - [`topology`]: the topology file model, its parser and validator.
+//! - [`physics`]: link models (success probability, cycle, herald delay, fidelity)
+//!   and the decay of a pair's fidelity in memory.
 //! - [`telemetry`]: the logging set-up every process shares.
 //! - [`rundir`]: the layout of a deployment's run folder.
 
 pub mod ids;
+pub mod physics;
 pub mod rundir;
 pub mod telemetry;
 pub mod tls;

@@ -52,6 +52,6 @@ pub use frame::{
     read_frame, read_hello, write_frame, write_hello,
 };
 pub use messages::{
-    BrokerStats, Classical, ErrorBody, Event, Gate, Hello, MAX_BATCH, MAX_DENSITY_QUBITS,
-    PROTOCOL_VERSION, Pair, Request, RequestBody, Response, ResponseBody, Role,
+    BrokerStats, Classical, ErrorBody, Event, Gate, Hello, HeraldRecord, MAX_BATCH,
+    MAX_DENSITY_QUBITS, PROTOCOL_VERSION, Pair, Request, RequestBody, Response, ResponseBody, Role,
 };

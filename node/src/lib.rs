@@ -207,7 +207,7 @@ impl Node {
                     tracing::debug!(%qubit, %from, tag, "qubit arrived");
                     self.held.lock().expect("held lock").insert(qubit);
                 }
-                Event::NodeLost { .. } => {}
+                Event::NodeLost { .. } | Event::Heralded { .. } => {}
             }
         }
     }

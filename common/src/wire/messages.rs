@@ -89,16 +89,18 @@ pub enum RequestBody {
         /// Werner fidelity with `bell` in \[0.25, 1\]; `None` = the link's own.
         fidelity: Option<f64>,
     },
-    /// Start (`active = true`) or stop attempting heralded entanglement on the link to
-    /// `link_peer`. While both ends are attempting, the broker, acting as the link's
-    /// heralding station, generates pairs at the rate of the link model and delivers
-    /// each to both ends as an [`Event::PairsDelivered`]. Answered with
-    /// [`ResponseBody::Done`] at once; stopping twice, or starting twice, is harmless.
+    /// Start or stop attempting heralded entanglement on the link to `link_peer`.
+    /// While both ends attempt for the same label and both have a free memory qubit,
+    /// the broker, acting as the link's heralding station, makes pairs at the rate of
+    /// the link model and delivers each to both ends as an [`Event::Heralded`].
+    /// Answered with [`ResponseBody::Done`] at once; repeating a call is harmless.
     Attempt {
         /// The node at the other end of the link.
         link_peer: String,
-        /// Whether this end attempts from now on.
-        active: bool,
+        /// `Some(label)`: attempt from now on, for the link-layer queue item `label`
+        /// (the broker, as the midpoint station, heralds only while both ends name
+        /// the same label). `None`: stop attempting.
+        label: Option<u64>,
     },
     /// Allocate `count` fresh qubits in |0⟩. Answered with [`ResponseBody::Qubits`].
     Alloc {
@@ -185,6 +187,20 @@ pub enum RequestBody {
         /// Socket address, e.g. `127.0.0.1:4433`.
         addr: String,
     },
+    /// Admin: the broker's record of the heralds on the link between `a` and `b`
+    /// with sequence numbers above `after_seq` (at most `max` of them), each with the
+    /// oracle's fidelity at the moment of the herald. Answered with
+    /// [`ResponseBody::HeraldLog`].
+    HeraldLog {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+        /// Only heralds with a larger sequence number.
+        after_seq: u64,
+        /// At most this many records.
+        max: u32,
+    },
     /// Where does this node's classical endpoint listen? Answered with
     /// [`ResponseBody::Address`], or `NodeDown` if it has not announced one.
     Lookup {
@@ -202,6 +218,7 @@ impl RequestBody {
                 | RequestBody::ReducedDensityMatrix { .. }
                 | RequestBody::Stats
                 | RequestBody::Shutdown
+                | RequestBody::HeraldLog { .. }
         )
     }
 
@@ -223,6 +240,7 @@ impl RequestBody {
             RequestBody::Shutdown => "shutdown",
             RequestBody::Announce { .. } => "announce",
             RequestBody::Lookup { .. } => "lookup",
+            RequestBody::HeraldLog { .. } => "herald_log",
         }
     }
 
@@ -347,6 +365,8 @@ pub enum ResponseBody {
     Stats(BrokerStats),
     /// Answer to [`RequestBody::Lookup`]: a socket address.
     Address(String),
+    /// Answer to [`RequestBody::HeraldLog`], in sequence order.
+    HeraldLog(Vec<HeraldRecord>),
 }
 
 /// Broker counters returned by [`RequestBody::Stats`].
@@ -473,6 +493,36 @@ pub enum Event {
         /// The lost node.
         name: String,
     },
+    /// A heralded pair on the link to `peer`, sent to both ends at the emulated time
+    /// the herald reaches them. `pair.created_ns` is the emission time: the qubits
+    /// have decohered in memory since then.
+    Heralded {
+        /// The node at the other end of the link.
+        peer: String,
+        /// The label both ends attempted for.
+        label: u64,
+        /// The pair, seen from the receiving end; `bell` is the heralded Bell state.
+        pair: Pair,
+        /// Emulated time of the herald, ns.
+        heralded_ns: u64,
+    },
+}
+
+/// One herald as the broker recorded it (admin only).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeraldRecord {
+    /// Per-link sequence number.
+    pub seq: u64,
+    /// The link-layer label both ends attempted for.
+    pub label: u64,
+    /// The Bell state the herald announced.
+    pub bell: BellState,
+    /// Emulated time of the successful emission, ns.
+    pub emitted_ns: u64,
+    /// Emulated time the herald reached the nodes, ns.
+    pub heralded_ns: u64,
+    /// The oracle's fidelity of the pair with `bell` at `heralded_ns`.
+    pub fidelity: f64,
 }
 
 /// A node ↔ node classical message: an opaque payload for the application or
