@@ -55,7 +55,17 @@ fn requests() -> Vec<Request> {
         },
         RequestBody::Attempt {
             link_peer: "bob".into(),
-            active: true,
+            label: Some(3),
+        },
+        RequestBody::Attempt {
+            link_peer: "bob".into(),
+            label: None,
+        },
+        RequestBody::HeraldLog {
+            a: "alice".into(),
+            b: "bob".into(),
+            after_seq: 10,
+            max: 100,
         },
         RequestBody::Alloc { count: 3 },
         RequestBody::gate1(Gate::H, q(1)),
@@ -131,7 +141,8 @@ fn request_kinds_covered(body: &RequestBody) -> &'static str {
         | RequestBody::Stats
         | RequestBody::Shutdown
         | RequestBody::Announce { .. }
-        | RequestBody::Lookup { .. } => body.kind(),
+        | RequestBody::Lookup { .. }
+        | RequestBody::HeraldLog { .. } => body.kind(),
     }
 }
 
@@ -161,6 +172,14 @@ fn response_bodies() -> Vec<ResponseBody> {
             errors: 11,
         }),
         ResponseBody::Address("127.0.0.1:1".into()),
+        ResponseBody::HeraldLog(vec![qnet_common::wire::HeraldRecord {
+            seq: 1,
+            label: 2,
+            bell: BellState::PsiMinus,
+            emitted_ns: 3,
+            heralded_ns: 4,
+            fidelity: 0.875,
+        }]),
     ]
 }
 
@@ -174,7 +193,8 @@ fn response_kinds_covered(body: &ResponseBody) {
         | ResponseBody::Fidelity(_)
         | ResponseBody::DensityMatrix { .. }
         | ResponseBody::Stats(_)
-        | ResponseBody::Address(_) => {}
+        | ResponseBody::Address(_)
+        | ResponseBody::HeraldLog(_) => {}
     }
 }
 
@@ -243,10 +263,19 @@ fn events() -> Vec<Event> {
             tag: 5,
         },
         Event::NodeLost { name: "bob".into() },
+        Event::Heralded {
+            peer: "bob".into(),
+            label: 9,
+            pair: pair(4),
+            heralded_ns: 12,
+        },
     ];
     for e in &events {
         match e {
-            Event::PairsDelivered { .. } | Event::QubitArrived { .. } | Event::NodeLost { .. } => {}
+            Event::PairsDelivered { .. }
+            | Event::QubitArrived { .. }
+            | Event::NodeLost { .. }
+            | Event::Heralded { .. } => {}
         }
     }
     events
@@ -290,7 +319,7 @@ fn every_message_roundtrips_through_the_codec() {
         .iter()
         .map(|r| request_kinds_covered(&r.body))
         .collect();
-    assert_eq!(kinds.len(), 15, "one sample per request kind: {kinds:?}");
+    assert_eq!(kinds.len(), 16, "one sample per request kind: {kinds:?}");
     response_bodies().iter().for_each(response_kinds_covered);
     errors().iter().for_each(error_kinds_covered);
     // Every error renders a human-readable message.
