@@ -348,7 +348,13 @@ fn admin_requests_are_flagged() {
         .collect();
     assert_eq!(
         admin,
-        ["fidelity", "reduced_density_matrix", "stats", "shutdown"]
+        [
+            "herald_log",
+            "fidelity",
+            "reduced_density_matrix",
+            "stats",
+            "shutdown"
+        ]
     );
     assert_eq!(Gate::Cnot.arity(), 2);
     assert_eq!(Gate::Rz(1.0).arity(), 1);
