@@ -7,6 +7,7 @@
 //! - [`peers`]: classical connections to other nodes, made on demand by name.
 //! - [`apps`]: the applications the controller can run (EPR pairs, teleportation).
 //! - [`admin`]: the controller's API on the node's endpoint.
+//! - [`protocols`]: the sans-IO protocol state machines (the link layer).
 //!
 //! This crate does not depend on `qnet-broker`: the physics boundary is the wire.
 
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod apps;
 pub mod broker_client;
 pub mod peers;
+pub mod protocols;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
