@@ -1,14 +1,19 @@
 //! The one owner of the engine: a task that takes requests from every connection in
 //! turn, so the quantum state needs no locks and every collapse happens in one order
 //! (the order a seed replays).
+//!
+//! The actor is also every link's heralding station: [`crate::links`] says when the
+//! next herald is due, and the run loop sleeps until then unless a command comes
+//! first. Heralds due by the time a command arrives are delivered before it is
+//! handled, so a node never acts on a state that lacks a pair already heralded.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use qnet_common::topology::Topology;
 use qnet_common::wire::{
-    BrokerStats, ErrorBody, Event, Gate, MAX_BATCH, MAX_DENSITY_QUBITS, Pair, Request, RequestBody,
-    Response, ResponseBody,
+    BrokerStats, ErrorBody, Event, Gate, HeraldRecord, MAX_BATCH, MAX_DENSITY_QUBITS, Pair,
+    Request, RequestBody, Response, ResponseBody,
 };
 use qnet_common::{BellState, NodeId, QubitId};
 use rand::SeedableRng;
@@ -16,6 +21,14 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::{Engine, EngineConfig, EngineError, Gate1, Gate2, NodeParams};
+use crate::links::{Herald, LinkError, Links};
+
+/// Records kept per link for [`RequestBody::HeraldLog`]; older ones are dropped.
+pub const HERALD_LOG_CAPACITY: usize = 100_000;
+
+/// Mixed into the topology seed for the links' generator, so success times and
+/// heralded Bell states do not share a stream with the engine's measurements.
+const LINKS_SEED_SALT: u64 = 0x6c69_6e6b_7374_6174;
 
 /// Who is on the other end of a connection, from its certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,14 +75,52 @@ struct NodeEntry {
     address: Option<String>,
 }
 
+/// Wall clock ↔ emulated time (DESIGN §2): t_emu = (wall − start) × time_scale.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: Instant,
+    time_scale: f64,
+}
+
+impl Clock {
+    /// A clock whose emulated time 0 is `start`, running `time_scale` times as fast
+    /// as the wall clock.
+    pub fn new(start: Instant, time_scale: f64) -> Clock {
+        Clock { start, time_scale }
+    }
+
+    /// Emulated seconds at wall instant `wall` (0 before the start).
+    pub fn emulated(&self, wall: Instant) -> f64 {
+        wall.saturating_duration_since(self.start).as_secs_f64() * self.time_scale
+    }
+
+    /// The earliest wall instant at which the emulated time is at least `t_emu`
+    /// (rounded up to the next nanosecond, so a timer set for it never wakes a hair
+    /// early); far in the future for times beyond what an `Instant` holds.
+    pub fn wall(&self, t_emu: f64) -> Instant {
+        let far = || self.start + Duration::from_secs(100 * 365 * 24 * 3600);
+        let secs = t_emu / self.time_scale;
+        if secs.is_nan() || secs >= 1e9 {
+            return far();
+        }
+        let ns = (secs * 1e9).ceil().max(0.0);
+        self.start
+            .checked_add(Duration::from_nanos(ns as u64 + 1))
+            .unwrap_or_else(far)
+    }
+}
+
 /// The engine's owner.
 pub struct Actor {
     engine: Engine<StdRng>,
+    links: Links<StdRng>,
+    /// The last [`HERALD_LOG_CAPACITY`] heralds of every link, by link index.
+    herald_log: Vec<VecDeque<HeraldRecord>>,
     topology: Topology,
     nodes: Vec<NodeEntry>,
     controllers: HashMap<u64, mpsc::UnboundedSender<Event>>,
     link_seq: HashMap<(usize, usize), u64>,
-    start: Instant,
+    clock: Clock,
     stats: BrokerStats,
     shutdown: watch::Sender<bool>,
 }
@@ -99,32 +150,138 @@ impl Actor {
                 address: None,
             });
         }
+        let links = Links::new(
+            &topology,
+            StdRng::seed_from_u64(topology.seed ^ LINKS_SEED_SALT),
+        );
         Ok(Actor {
             engine,
+            links,
+            herald_log: vec![VecDeque::new(); topology.links.len()],
+            clock: Clock::new(Instant::now(), topology.time_scale),
             topology,
             nodes,
             controllers: HashMap::new(),
             link_seq: HashMap::new(),
-            start: Instant::now(),
             stats: BrokerStats::default(),
             shutdown,
         })
     }
 
-    /// Serves commands until every sender is gone.
+    /// Serves commands until every sender is gone, and delivers heralds when they are
+    /// due (at the wall time of the link stations' next timeout).
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        while let Some(cmd) = rx.recv().await {
+        // One timer, re-armed only when the next herald time changes.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<f64> = None;
+        loop {
+            let next = self.links.poll_timeout();
+            if next != armed {
+                if let Some(t) = next {
+                    let at = tokio::time::Instant::from_std(self.clock.wall(t));
+                    sleep.as_mut().reset(at);
+                }
+                armed = next;
+            }
+            let cmd = tokio::select! {
+                biased;
+                cmd = rx.recv() => cmd,
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None; // fired; re-arm even if the time is the same
+                    self.deliver_heralds();
+                    continue;
+                }
+            };
+            let Some(cmd) = cmd else { break };
+            // Heralds due before the command happened before it.
+            self.deliver_heralds();
             self.handle(cmd);
+            // The command may have freed memory a waiting link needs.
+            self.deliver_heralds();
         }
     }
 
     /// Emulated seconds since the broker started (DESIGN §2).
     fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64() * self.topology.time_scale
+        self.clock.emulated(Instant::now())
     }
 
     fn now_ns(&self) -> u64 {
-        (self.now() * 1e9) as u64
+        to_ns(self.now())
+    }
+
+    /// Delivers every herald due by now: both ends get [`Event::Heralded`], the
+    /// link's log gets a record with the oracle's fidelity at the herald.
+    fn deliver_heralds(&mut self) {
+        let now = self.now();
+        let heralds = self.links.handle_timeout(now, &mut self.engine);
+        for herald in heralds {
+            self.deliver(herald);
+        }
+    }
+
+    fn deliver(&mut self, h: Herald) {
+        let fidelity = self
+            .engine
+            .fidelity(h.heralded, h.qubit_a, h.qubit_b, h.bell)
+            .unwrap_or(f64::NAN);
+        let (created_ns, heralded_ns) = (to_ns(h.emitted), to_ns(h.heralded));
+        for (me, other, local, remote) in [
+            (h.a, h.b, h.qubit_a, h.qubit_b),
+            (h.b, h.a, h.qubit_b, h.qubit_a),
+        ] {
+            if let Some((_, events)) = &self.nodes[me].connection {
+                // A closed channel means the node is going; node_lost follows.
+                let _ = events.send(Event::Heralded {
+                    peer: self.nodes[other].name.clone(),
+                    label: h.label,
+                    pair: Pair {
+                        seq: h.seq,
+                        local,
+                        remote,
+                        bell: h.bell,
+                        created_ns,
+                    },
+                    heralded_ns,
+                });
+            }
+        }
+        let log = &mut self.herald_log[h.link];
+        if log.len() == HERALD_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(HeraldRecord {
+            seq: h.seq,
+            label: h.label,
+            bell: h.bell,
+            emitted_ns: created_ns,
+            heralded_ns,
+            fidelity,
+        });
+        self.stats.pairs_created += 1;
+    }
+
+    /// The admin herald log of the link between `a` and `b`.
+    fn herald_log(
+        &self,
+        a: &str,
+        b: &str,
+        after_seq: u64,
+        max: u32,
+    ) -> Result<ResponseBody, ErrorBody> {
+        let (ia, ib) = (self.node_by_name(a)?, self.node_by_name(b)?);
+        let Some(link) = self.links.link_index(ia, ib).filter(|_| ia != ib) else {
+            return Err(ErrorBody::NotNeighbours {
+                peer: b.to_string(),
+            });
+        };
+        let log = &self.herald_log[link];
+        let first = log.partition_point(|r| r.seq <= after_seq);
+        let max = max.min(MAX_BATCH) as usize;
+        Ok(ResponseBody::HeraldLog(
+            log.range(first..).take(max).copied().collect(),
+        ))
     }
 
     fn handle(&mut self, cmd: Cmd) {
@@ -174,6 +331,7 @@ impl Actor {
         entry.connection = None;
         entry.address = None;
         let name = entry.name.clone();
+        self.links.node_lost(node.0 as usize);
         match self.engine.drop_node(node) {
             Ok(lost) => {
                 tracing::warn!(node = %name, lost, "node disconnected; its qubits are lost")
@@ -234,6 +392,15 @@ impl Actor {
                     entries: rho.data.iter().map(|c| (c.re, c.im)).collect(),
                 })
             }
+            (
+                _,
+                RequestBody::HeraldLog {
+                    a,
+                    b,
+                    after_seq,
+                    max,
+                },
+            ) => self.herald_log(&a, &b, after_seq, max),
             (Peer::Controller, _) => Err(ErrorBody::BadRequest(
                 "the controller holds no qubits; only admin requests are allowed".into(),
             )),
@@ -258,9 +425,18 @@ impl Actor {
                 bell,
                 fidelity,
             } => self.create_pairs(node, now, &link_peer, count, bell, fidelity),
-            RequestBody::Attempt { .. } => Err(ErrorBody::BadRequest(
-                "heralded attempts are not served by this broker yet; use CreatePairs".into(),
-            )),
+            RequestBody::Attempt { link_peer, label } => {
+                let peer = self.node_by_name(&link_peer)?;
+                self.links
+                    .set_attempt(now, node.0 as usize, peer, label)
+                    .map_err(|e| match e {
+                        LinkError::NotNeighbours { .. } => {
+                            ErrorBody::NotNeighbours { peer: link_peer }
+                        }
+                        LinkError::UnknownNode { .. } => ErrorBody::Internal(e.to_string()),
+                    })?;
+                Ok(ResponseBody::Done)
+            }
             RequestBody::Alloc { count } => {
                 check_batch(count as usize)?;
                 let mut qubits = Vec::with_capacity(count as usize);
@@ -322,6 +498,14 @@ impl Actor {
             }
             RequestBody::Transfer { qubit, to, tag } => {
                 let to_index = self.node_by_name(&to)?;
+                // A qubit travels over a quantum channel, which only links provide.
+                if self
+                    .topology
+                    .link_between(node.0 as usize, to_index)
+                    .is_none()
+                {
+                    return Err(ErrorBody::NotNeighbours { peer: to });
+                }
                 let Some((_, events)) = self.nodes[to_index].connection.clone() else {
                     return Err(ErrorBody::NodeDown(to));
                 };
@@ -445,7 +629,7 @@ impl Actor {
         let s = self.engine.stats();
         BrokerStats {
             t_emu_ns: self.now_ns(),
-            uptime_ns: self.start.elapsed().as_nanos() as u64,
+            uptime_ns: self.clock.start.elapsed().as_nanos() as u64,
             connections: (self.nodes.iter().filter(|n| n.connection.is_some()).count()
                 + self.controllers.len()) as u32,
             live_qubits: s.qubits as u64,
@@ -454,6 +638,11 @@ impl Actor {
             ..self.stats.clone()
         }
     }
+}
+
+/// Emulated seconds as whole nanoseconds (negative and NaN as 0).
+fn to_ns(t: f64) -> u64 {
+    (t * 1e9) as u64
 }
 
 fn check_batch(len: usize) -> Result<(), ErrorBody> {
@@ -502,4 +691,33 @@ fn gate_kind(gate: Gate) -> Result<Gate1, Gate2> {
         Gate::Cz => return Err(Gate2::Cz),
         Gate::Swap => return Err(Gate2::Swap),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_converts_between_wall_and_emulated_time() {
+        let start = Instant::now();
+        for scale in [1.0, 1e-3, 1000.0, 37.5] {
+            let clock = Clock::new(start, scale);
+            assert_eq!(clock.emulated(start), 0.0);
+            // One wall second is `scale` emulated seconds.
+            let one = clock.emulated(start + Duration::from_secs(1));
+            assert!((one - scale).abs() <= 1e-12 * scale, "{scale}: {one}");
+            for t in [0.0, 1e-6, 0.25, 3.0, 1234.5] {
+                let wall = clock.wall(t);
+                // Never early, and late by at most a couple of nanoseconds.
+                assert!(clock.emulated(wall) >= t, "{scale}: {t}");
+                let late = wall - start - Duration::from_secs_f64(t / scale);
+                assert!(late <= Duration::from_nanos(3), "{scale}: {t}: {late:?}");
+            }
+        }
+        // Before the start, and times too far away for an Instant.
+        let clock = Clock::new(start, 2.0);
+        assert_eq!(clock.wall(-5.0), start + Duration::from_nanos(1));
+        assert!(clock.wall(f64::INFINITY) > start + Duration::from_secs(3600 * 24 * 365));
+        assert!(clock.wall(f64::NAN) > start + Duration::from_secs(3600 * 24 * 365));
+    }
 }

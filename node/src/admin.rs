@@ -6,22 +6,33 @@ use std::sync::Arc;
 
 use qnet_common::wire::{
     FrameReader, FrameWriter, NodeRequest, NodeRequestBody, NodeResponse, NodeResponseBody,
-    RequestBody, Role,
+    RequestBody, Role, WireError,
 };
 
 use crate::Node;
 
-/// Serves one controller connection until it closes.
+/// Serves one controller connection until it closes. A stream that breaks the
+/// protocol closes the connection with the matching error code and the reason.
 pub async fn serve(node: Arc<Node>, conn: quinn::Connection) -> anyhow::Result<()> {
+    let result = serve_inner(node, &conn).await;
+    if let Err(e) = &result
+        && let Some(wire) = e.downcast_ref::<WireError>()
+    {
+        conn.close(wire.close_code().into(), wire.to_string().as_bytes());
+    }
+    result
+}
+
+async fn serve_inner(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     let (send, recv) = conn.accept_bi().await?;
     let mut reader = FrameReader::new(recv);
     let mut writer = FrameWriter::new(send);
     let hello = reader.read_hello().await?;
-    anyhow::ensure!(
-        hello.role == Role::Controller,
-        "controller certificate with hello role {:?}",
-        hello.role
-    );
+    if hello.role != Role::Controller {
+        return Err(
+            WireError::UnexpectedMessage("a hello whose role is not the certificate's").into(),
+        );
+    }
     writer.write_hello(Role::Node(node.name.clone())).await?;
     while let Some(request) = reader.read::<NodeRequest>().await? {
         let shutdown = matches!(request.body, NodeRequestBody::Shutdown);

@@ -113,6 +113,20 @@ impl Node {
         conn: quinn::Connection,
         peer: String,
     ) -> anyhow::Result<()> {
+        let result = self.accept_peer_inner(&conn, peer).await;
+        if let Err(e) = &result
+            && let Some(wire) = e.downcast_ref::<qnet_common::wire::WireError>()
+        {
+            conn.close(wire.close_code().into(), wire.to_string().as_bytes());
+        }
+        result
+    }
+
+    async fn accept_peer_inner(
+        self: Arc<Self>,
+        conn: &quinn::Connection,
+        peer: String,
+    ) -> anyhow::Result<()> {
         let (send, recv) = conn.accept_bi().await?;
         let mut writer = FrameWriter::new(send);
         let mut reader = FrameReader::new(recv);
@@ -125,7 +139,7 @@ impl Node {
             anyhow::bail!("{peer} said it was {:?}", hello.role);
         }
         writer.write_hello(Role::Node(self.name.clone())).await?;
-        self.start_channel(conn, peer, reader, writer);
+        self.start_channel(conn.clone(), peer, reader, writer);
         Ok(())
     }
 

@@ -309,7 +309,7 @@ impl Gate {
 /// One entangled pair as seen from the end a message is addressed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pair {
-    /// The pair's sequence number on its link, counted per link from 0; both ends see
+    /// The pair's sequence number on its link, counted per link from 1; both ends see
     /// the same number, so they can agree on which pair is which.
     pub seq: u64,
     /// The half owned by the receiver of this message.
@@ -319,7 +319,8 @@ pub struct Pair {
     /// The Bell state the pair was created or heralded in, before noise, with `local`
     /// as the first qubit.
     pub bell: BellState,
-    /// Emulated time of creation (herald), ns.
+    /// Emulated time the pair was made (for a herald: the successful emission; the
+    /// qubits have decohered in memory since), ns.
     pub created_ns: u64,
 }
 
