@@ -12,10 +12,13 @@
 //!   and the decay of a pair's fidelity in memory.
 //! - [`telemetry`]: the logging set-up every process shares.
 //! - [`rundir`]: the layout of a deployment's run folder.
+//! - [`shim`]: the UDP socket shim under every quinn endpoint: per-peer delay, jitter,
+//!   loss, duplication, reordering, rate limits and partitions, steered at run time.
 
 pub mod ids;
 pub mod physics;
 pub mod rundir;
+pub mod shim;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;

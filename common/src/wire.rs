@@ -45,7 +45,10 @@ pub mod error;
 pub mod frame;
 pub mod messages;
 
-pub use admin::{CardinalState, NodeRequest, NodeRequestBody, NodeResponse, NodeResponseBody};
+pub use admin::{
+    CardinalState, LinkKind, LinkLogEntry, LinkPairReport, LinkRunSpec, NodeRequest,
+    NodeRequestBody, NodeResponse, NodeResponseBody,
+};
 pub use error::{CloseCode, WireError};
 pub use frame::{
     FrameReader, FrameWriter, HELLO_MAX_FRAME, MAX_FRAME, decode, encode, encode_frame_into,

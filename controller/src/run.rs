@@ -229,45 +229,62 @@ pub async fn teleport(
     let broker_addr = target.broker_addr()?;
     let start = Instant::now();
     let session = Session::new(&target.run_dir)?;
+    // The receiver keeps every teleported qubit until the oracle has checked it, so
+    // shots go in rounds that fit in its memory; each round is checked and freed
+    // before the next.
+    let round = target
+        .topology
+        .node(to)
+        .map_or(1, |n| n.memory_qubits.max(1));
     let result = async {
         let mut sender = session.node(from, from_addr).await?;
-        let body = NodeRequestBody::RunTeleport {
-            peer: to.to_owned(),
-            state,
-            shots,
-        };
-        let answer = with_timeout(timeout, "teleport", sender.request(body)).await?;
-        sender.close();
-        let (received, seconds) = match answer {
-            NodeResponseBody::Teleport { received, seconds } => (received, seconds),
-            other => bail!("node {from} answered teleport with {other:?}"),
-        };
-        // Check the qubits, then free them whatever the check says.
-        let checked = async {
-            let mut broker = session.broker(broker_addr).await?;
-            let fidelities = with_timeout(
+        let mut broker = session.broker(broker_addr).await?;
+        let (mut checked_fidelities, mut received_total, mut seconds) = (Vec::new(), 0usize, 0.0);
+        let mut left = shots;
+        while left > 0 {
+            let n = left.min(round);
+            left -= n;
+            let body = NodeRequestBody::RunTeleport {
+                peer: to.to_owned(),
+                state,
+                shots: n,
+            };
+            let answer = with_timeout(timeout, "teleport", sender.request(body)).await?;
+            let received = match answer {
+                NodeResponseBody::Teleport {
+                    received,
+                    seconds: s,
+                } => {
+                    seconds += s;
+                    received
+                }
+                other => bail!("node {from} answered teleport with {other:?}"),
+            };
+            received_total += received.len();
+            // Check the qubits, then free them whatever the check says.
+            let checked = with_timeout(
                 timeout,
                 "the oracle",
                 fidelities(&mut broker, &received, state),
             )
             .await;
-            broker.close();
-            fidelities
+            let freed = free(&session, to, to_addr, &received).await;
+            checked_fidelities.extend(checked?);
+            freed?;
         }
-        .await;
-        let freed = free(&session, to, to_addr, &received).await;
-        let fidelities = checked?;
-        freed?;
+        sender.close();
+        broker.close();
+        let fidelities = checked_fidelities;
         if fidelities.is_empty() {
             bail!("none of the {shots} teleported qubits arrived at {to}");
         }
         let n = fidelities.len() as f64;
         Ok(TeleportReport {
             shots,
-            received: received.len(),
+            received: received_total,
             fidelity: fidelities.iter().sum::<f64>() / n,
             fidelity_min: fidelities.iter().copied().fold(f64::INFINITY, f64::min),
-            teleports_per_s: rate(received.len(), seconds),
+            teleports_per_s: rate(received_total, seconds),
             seconds,
             wall_seconds: start.elapsed().as_secs_f64(),
         })

@@ -92,6 +92,24 @@ async fn handle(node: &Arc<Node>, body: NodeRequestBody) -> anyhow::Result<NodeR
                 .extend(pairs.iter().map(|p| p.local));
             Ok(NodeResponseBody::Pairs { pairs })
         }
+        NodeRequestBody::RunLink { peer, spec } => node.run_link(&peer, spec).await,
+        NodeRequestBody::SetPurposes { accept } => {
+            *node.purposes.lock().expect("purposes lock") = accept.clone();
+            let links: Vec<_> = node
+                .links
+                .lock()
+                .expect("links lock")
+                .values()
+                .cloned()
+                .collect();
+            for link in links {
+                link.send(crate::linklayer::Input::SetPurposes(accept.clone()));
+            }
+            Ok(NodeResponseBody::Done)
+        }
+        NodeRequestBody::LinkLog { peer } => Ok(NodeResponseBody::LinkLog {
+            entries: node.link_log.entries(&peer),
+        }),
         NodeRequestBody::Shutdown => Ok(NodeResponseBody::Done),
     }
 }

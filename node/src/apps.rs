@@ -1,42 +1,55 @@
 //! The applications the controller runs on nodes. Each is driven from the node that
 //! the controller asked (the initiator); the peer answers classical messages.
 //!
-//! - **EPR**: the initiator asks the broker for pairs over the link, measures its
-//!   halves, and asks the peer (classically) to measure the same pairs; the peer's
-//!   outcomes come back and are compared with the correlation the Bell state predicts
-//!   in that basis.
-//! - **Teleportation**: for each shot, the initiator prepares |ψ⟩, makes a pair, does
-//!   the Bell measurement (CNOT, H, two Z measurements) and sends the two bits; the
-//!   peer applies X^m2 then Z^m1 and keeps the qubit for the controller to check.
+//! All pairs come from the link layer ([`crate::linklayer`]), which delivers them as
+//! Φ⁺ (it applies the Pauli correction of the heralded Bell state).
+//!
+//! - **EPR**: the initiator makes a measure-type CREATE; both ends measure every
+//!   pair in the basis as it is heralded; the initiator asks the peer (classically)
+//!   for its outcomes and compares them with the correlation Φ⁺ predicts.
+//! - **Teleportation**: a keep-type CREATE; for each pair the initiator prepares
+//!   |ψ⟩, does the Bell measurement (CNOT, H, two Z measurements) and sends the two
+//!   bits; the peer applies X^m2 then Z^m1 and keeps the qubit for the controller.
+//! - **Link**: one CREATE as the controller specifies it, reported pair by pair.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use qnet_common::wire::{
-    CardinalState, Classical, Gate, NodeResponseBody, Pair, RequestBody, ResponseBody,
+    CardinalState, Classical, Gate, LinkKind, LinkPairReport, LinkRunSpec, NodeResponseBody, Pair,
+    RequestBody, ResponseBody,
 };
 use qnet_common::{Basis, BellState, QubitId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use std::collections::BTreeMap;
+
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::Node;
 use crate::broker_client::CallError;
+use crate::linklayer::LinkHandle;
+use crate::protocols::link::{
+    CreateId, CreateRequest, Delivered, ErrorCode, LinkEvent, MeasureBasis, RequestType,
+};
+use crate::{Delivery, Node};
 
 /// The `app` tag of the classical messages below.
 pub const APP_TAG: &str = "qnet/apps";
-/// Pairs per broker request; several chunks are in flight at once.
-const CHUNK: u32 = 1024;
-/// Chunks in flight per run.
-const IN_FLIGHT: usize = 4;
+/// Link-layer purpose id of EPR runs.
+pub const PURPOSE_EPR: u16 = 1;
+/// Link-layer purpose id of teleportation runs.
+pub const PURPOSE_TELEPORT: u16 = 2;
+/// Sequence numbers per classical request of an EPR comparison.
+const CHUNK: usize = 8192;
 /// How long a peer may take to answer one chunk.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Classical messages between the two ends of an application run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AppMsg {
-    /// Initiator → peer: measure the pairs `seqs` in `basis` and send the outcomes.
+    /// Initiator → peer: send your outcomes of the pairs `seqs` (measured by the link
+    /// layer in `basis`).
     EprMeasure {
         /// Run id (the initiator's).
         run: u64,
@@ -105,6 +118,13 @@ pub fn expected_parity(bell: BellState, basis: Basis) -> Option<u8> {
 impl Node {
     /// Handles a classical message from `peer`.
     pub(crate) fn on_classical(self: &Arc<Self>, peer: &str, msg: Classical) {
+        if msg.app == crate::linklayer::LINK_TAG {
+            match self.link(peer) {
+                Ok(link) => link.send(crate::linklayer::Input::Message(msg.payload)),
+                Err(e) => tracing::warn!(%peer, "link-layer message for no link: {e:#}"),
+            }
+            return;
+        }
         if msg.app != APP_TAG {
             tracing::debug!(%peer, app = %msg.app, "classical message for no application");
             return;
@@ -152,14 +172,29 @@ impl Node {
 
     async fn serve_peer(&self, peer: &str, msg: AppMsg) -> anyhow::Result<AppMsg> {
         match msg {
-            AppMsg::EprMeasure { run, basis, seqs } => {
-                let qubits = self.claim_pairs(peer, &seqs, PEER_TIMEOUT).await?;
-                let outcomes = self.measure_free(&qubits, basis).await?;
+            AppMsg::EprMeasure { run, seqs, .. } => {
+                let outcomes = self
+                    .claim_pairs(peer, &seqs, PEER_TIMEOUT)
+                    .await?
+                    .into_iter()
+                    .map(|d| match d {
+                        Delivery::Outcome(o) => Ok(o),
+                        Delivery::Qubit(q) => anyhow::bail!("pair {q} was kept, not measured"),
+                    })
+                    .collect::<anyhow::Result<Vec<u8>>>()?;
                 Ok(AppMsg::EprOutcomes { run, outcomes })
             }
             AppMsg::TeleportFix { run, fixes } => {
                 let seqs: Vec<u64> = fixes.iter().map(|f| f.0).collect();
-                let qubits = self.claim_pairs(peer, &seqs, PEER_TIMEOUT).await?;
+                let mut qubits = Vec::with_capacity(seqs.len());
+                for d in self.claim_pairs(peer, &seqs, PEER_TIMEOUT).await? {
+                    match d {
+                        Delivery::Qubit(q) => qubits.push(q),
+                        Delivery::Outcome(_) => {
+                            anyhow::bail!("a measured pair cannot carry a teleport")
+                        }
+                    }
+                }
                 let mut calls = Vec::new();
                 for (&(_, m1, m2), &q) in fixes.iter().zip(&qubits) {
                     if m2 == 1 {
@@ -179,6 +214,37 @@ impl Node {
                 Ok(AppMsg::TeleportDone { run, qubits })
             }
             other => anyhow::bail!("not a request: {other:?}"),
+        }
+    }
+
+    /// Serves the peer's application runs on the link to `peer`: pairs of its EPR
+    /// and teleportation requests are stored until its classical messages claim them.
+    pub(crate) fn serve_link_apps(self: &Arc<Self>, peer: &str, link: &LinkHandle) {
+        for purpose in [PURPOSE_EPR, PURPOSE_TELEPORT] {
+            let mut events = link.listen(purpose);
+            let node = self.clone();
+            let peer = peer.to_string();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        LinkEvent::Ok(ok) => {
+                            let delivery = match ok.delivered {
+                                Delivered::Kept { qubit, .. } => Delivery::Qubit(qubit),
+                                Delivered::Measured { outcome, .. } => Delivery::Outcome(outcome),
+                            };
+                            node.store_delivery(&peer, ok.seq, delivery);
+                        }
+                        LinkEvent::Err(err) => {
+                            // Withdrawn pairs will never be claimed.
+                            let mut delivered = node.delivered.lock().expect("delivered lock");
+                            for seq in &err.seqs {
+                                delivered.remove(&(peer.clone(), *seq));
+                            }
+                        }
+                        LinkEvent::Ack(_) | LinkEvent::Done(_) => {}
+                    }
+                }
+            });
         }
     }
 
@@ -217,6 +283,7 @@ impl Node {
         self.next_run.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Pairs on request from the broker (no link layer), kept at both ends.
     pub(crate) async fn create_pairs(
         &self,
         peer: &str,
@@ -237,14 +304,17 @@ impl Node {
         }
     }
 
-    async fn measure_free(&self, qubits: &[QubitId], basis: Basis) -> Result<Vec<u8>, CallError> {
-        let request = RequestBody::Measure {
-            qubits: qubits.iter().map(|&q| (q, basis)).collect(),
-            free: true,
-        };
-        match self.broker.call(request).await? {
-            ResponseBody::Outcomes(o) => Ok(o),
-            other => Err(CallError::Unexpected(format!("{other:?}"))),
+    /// Makes a CREATE on the link to `peer` and returns its id and events, or the
+    /// link layer's refusal as an error.
+    async fn create(
+        self: &Arc<Self>,
+        peer: &str,
+        request: CreateRequest,
+    ) -> anyhow::Result<(CreateId, mpsc::UnboundedReceiver<LinkEvent>)> {
+        self.check_neighbour(peer)?;
+        match self.link(peer)?.create(request).await? {
+            Ok(created) => Ok(created),
+            Err(e) => anyhow::bail!("the link layer refused the request: {}", e.code.name()),
         }
     }
 
@@ -255,81 +325,92 @@ impl Node {
         pairs: u32,
         basis: Basis,
     ) -> anyhow::Result<NodeResponseBody> {
-        self.check_neighbour(peer)?;
         let parity = expected_parity(BellState::PhiPlus, basis)
             .ok_or_else(|| anyhow::anyhow!("the EPR run needs basis Z, X or Y"))?;
         let start = Instant::now();
-        let agree = self
-            .in_chunks(peer, pairs, move |node, peer, n| async move {
-                let made = node.create_pairs(&peer, n).await?;
-                let mine: Vec<QubitId> = made.iter().map(|p| p.local).collect();
-                let seqs: Vec<u64> = made.iter().map(|p| p.seq).collect();
-                let ours = node.measure_free(&mine, basis).await?;
-                let run = node.new_run();
-                let theirs = match node
-                    .ask(&peer, AppMsg::EprMeasure { run, basis, seqs })
-                    .await?
-                {
-                    AppMsg::EprOutcomes { outcomes, .. } => outcomes,
-                    other => anyhow::bail!("unexpected reply {other:?}"),
-                };
-                anyhow::ensure!(
-                    theirs.len() == ours.len(),
-                    "{peer} measured a different number of pairs"
-                );
-                Ok(ours
-                    .iter()
-                    .zip(&theirs)
-                    .filter(|(a, b)| *a ^ *b == parity)
-                    .count() as u64)
-            })
-            .await?;
+        let request = CreateRequest {
+            number: pairs,
+            min_fidelity: 0.0,
+            max_time: f64::INFINITY,
+            purpose_id: PURPOSE_EPR,
+            priority: 0,
+            kind: RequestType::Measure(MeasureBasis::Fixed(basis)),
+        };
+        let (_, mut events) = self.create(peer, request).await?;
+        let mut ours: BTreeMap<u64, u8> = BTreeMap::new();
+        while let Some(event) = events.recv().await {
+            match event {
+                LinkEvent::Ok(ok) => {
+                    if let Delivered::Measured { outcome, .. } = ok.delivered {
+                        ours.insert(ok.seq, outcome);
+                    }
+                }
+                LinkEvent::Err(err) if err.code == ErrorCode::Expire && !err.seqs.is_empty() => {
+                    for seq in &err.seqs {
+                        ours.remove(seq);
+                    }
+                }
+                LinkEvent::Err(err) => {
+                    anyhow::bail!("the link layer failed: {}", err.code.name())
+                }
+                LinkEvent::Done(_) => break,
+                LinkEvent::Ack(_) => {}
+            }
+        }
+        // Compare with the peer's outcomes, a chunk of sequence numbers at a time.
+        let seqs: Vec<u64> = ours.keys().copied().collect();
+        let mut agree = 0u32;
+        for chunk in seqs.chunks(CHUNK) {
+            let run = self.new_run();
+            let msg = AppMsg::EprMeasure {
+                run,
+                basis,
+                seqs: chunk.to_vec(),
+            };
+            let theirs = match self.ask(peer, msg).await? {
+                AppMsg::EprOutcomes { outcomes, .. } => outcomes,
+                other => anyhow::bail!("unexpected reply {other:?}"),
+            };
+            anyhow::ensure!(
+                theirs.len() == chunk.len(),
+                "{peer} reported a different number of pairs"
+            );
+            agree += chunk
+                .iter()
+                .zip(&theirs)
+                .filter(|(seq, b)| ours[seq] ^ **b == parity)
+                .count() as u32;
+        }
         Ok(NodeResponseBody::Epr {
-            pairs,
-            agree: agree as u32,
+            pairs: seqs.len() as u32,
+            agree,
             seconds: start.elapsed().as_secs_f64(),
         })
     }
 
-    /// `qnet run teleport`: `shots` copies of `state` teleported to `peer`.
+    /// `qnet run teleport`: `shots` copies of `state` teleported to `peer`. The peer
+    /// keeps what it receives, so `shots` must fit in its memory.
     pub async fn run_teleport(
         self: &Arc<Self>,
         peer: &str,
         state: CardinalState,
         shots: u32,
     ) -> anyhow::Result<NodeResponseBody> {
-        self.check_neighbour(peer)?;
+        let memory = self.topology.node(peer).map_or(0, |n| n.memory_qubits);
+        if shots > memory {
+            anyhow::bail!("{peer} can hold {memory} qubits; teleport at most that many at a time");
+        }
         let start = Instant::now();
-        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = received.clone();
-        self.in_chunks(peer, shots, move |node, peer, n| {
-            let sink = sink.clone();
-            async move {
-                let qubits = node.teleport_chunk(&peer, state, n).await?;
-                sink.lock().expect("received lock").push(qubits);
-                Ok(0)
-            }
-        })
-        .await?;
-        let received = std::mem::take(&mut *received.lock().expect("received lock"));
-        Ok(NodeResponseBody::Teleport {
-            received: received.into_iter().flatten().collect(),
-            seconds: start.elapsed().as_secs_f64(),
-        })
-    }
-
-    async fn teleport_chunk(
-        self: &Arc<Self>,
-        peer: &str,
-        state: CardinalState,
-        n: u32,
-    ) -> anyhow::Result<Vec<QubitId>> {
-        let pairs = self.create_pairs(peer, n).await?;
-        let psis = match self.broker.call(RequestBody::Alloc { count: n }).await? {
-            ResponseBody::Qubits(q) => q,
-            other => anyhow::bail!("unexpected answer to alloc: {other:?}"),
+        let request = CreateRequest {
+            number: shots,
+            min_fidelity: 0.0,
+            max_time: f64::INFINITY,
+            purpose_id: PURPOSE_TELEPORT,
+            priority: 0,
+            kind: RequestType::Keep,
         };
-        let prep: &[Gate] = match state {
+        let (_, mut events) = self.create(peer, request).await?;
+        let prep: &'static [Gate] = match state {
             CardinalState::Zero => &[],
             CardinalState::One => &[Gate::X],
             CardinalState::Plus => &[Gate::H],
@@ -337,73 +418,164 @@ impl Node {
             CardinalState::PlusI => &[Gate::H, Gate::S],
             CardinalState::MinusI => &[Gate::H, Gate::Sdg],
         };
+        // Each pair is used as soon as it arrives; the Bell measurements run
+        // concurrently and their bits go to the peer in one message at the end.
+        let mut shots_in_flight = JoinSet::new();
+        while let Some(event) = events.recv().await {
+            match event {
+                LinkEvent::Ok(ok) => {
+                    let Delivered::Kept { qubit, .. } = ok.delivered else {
+                        anyhow::bail!("the link layer measured a keep-type pair");
+                    };
+                    let node = self.clone();
+                    shots_in_flight
+                        .spawn(async move { node.bell_measure(ok.seq, qubit, prep).await });
+                }
+                LinkEvent::Err(err) => {
+                    anyhow::bail!("the link layer failed: {}", err.code.name())
+                }
+                LinkEvent::Done(_) => break,
+                LinkEvent::Ack(_) => {}
+            }
+        }
+        let mut fixes = Vec::with_capacity(shots as usize);
+        while let Some(fix) = shots_in_flight.join_next().await {
+            fixes.push(fix??);
+        }
+        fixes.sort_unstable();
+        let run = self.new_run();
+        let received = match self.ask(peer, AppMsg::TeleportFix { run, fixes }).await? {
+            AppMsg::TeleportDone { qubits, .. } => qubits,
+            other => anyhow::bail!("unexpected reply {other:?}"),
+        };
+        Ok(NodeResponseBody::Teleport {
+            received,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Prepares |ψ⟩ with `prep` and Bell-measures it with the pair half `half`;
+    /// returns (seq, m1, m2).
+    async fn bell_measure(
+        &self,
+        seq: u64,
+        half: QubitId,
+        prep: &[Gate],
+    ) -> anyhow::Result<(u64, u8, u8)> {
+        let psi = match self.broker.call(RequestBody::Alloc { count: 1 }).await? {
+            ResponseBody::Qubits(q) if q.len() == 1 => q[0],
+            other => anyhow::bail!("unexpected answer to alloc: {other:?}"),
+        };
         // Calls go out in program order; only their answers are awaited together.
         let mut calls = Vec::new();
-        for (psi, pair) in psis.iter().zip(&pairs) {
-            for &g in prep {
-                calls.push(self.broker.call(RequestBody::gate1(g, *psi)));
-            }
-            calls.push(
-                self.broker
-                    .call(RequestBody::gate2(Gate::Cnot, *psi, pair.local)),
-            );
-            calls.push(self.broker.call(RequestBody::gate1(Gate::H, *psi)));
+        for &g in prep {
+            calls.push(self.broker.call(RequestBody::gate1(g, psi)));
         }
+        calls.push(self.broker.call(RequestBody::gate2(Gate::Cnot, psi, half)));
+        calls.push(self.broker.call(RequestBody::gate1(Gate::H, psi)));
         let measure = self.broker.call(RequestBody::Measure {
-            qubits: psis
-                .iter()
-                .zip(&pairs)
-                .flat_map(|(psi, pair)| [(*psi, Basis::Z), (pair.local, Basis::Z)])
-                .collect(),
+            qubits: vec![(psi, Basis::Z), (half, Basis::Z)],
             free: true,
         });
         for call in calls {
             call.await?;
         }
-        let outcomes = match measure.await? {
-            ResponseBody::Outcomes(o) => o,
+        match measure.await? {
+            ResponseBody::Outcomes(o) if o.len() == 2 => Ok((seq, o[0], o[1])),
             other => anyhow::bail!("unexpected answer to measure: {other:?}"),
-        };
-        let fixes = pairs
-            .iter()
-            .zip(outcomes.chunks_exact(2))
-            .map(|(pair, m)| (pair.seq, m[0], m[1]))
-            .collect();
-        let run = self.new_run();
-        match self.ask(peer, AppMsg::TeleportFix { run, fixes }).await? {
-            AppMsg::TeleportDone { qubits, .. } => Ok(qubits),
-            other => anyhow::bail!("unexpected reply {other:?}"),
         }
     }
 
-    /// Runs `total` items in chunks of at most [`CHUNK`], [`IN_FLIGHT`] at a time,
-    /// and sums what the chunks return. The first failure ends the run (the other
-    /// chunks are aborted).
-    async fn in_chunks<F, Fut>(
+    /// `qnet run link`: one CREATE, reported pair by pair. Kept qubits are freed as
+    /// they arrive (the run measures the service, not an application).
+    pub async fn run_link(
         self: &Arc<Self>,
         peer: &str,
-        total: u32,
-        job: F,
-    ) -> anyhow::Result<u64>
-    where
-        F: Fn(Arc<Node>, String, u32) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<u64>> + Send + 'static,
-    {
-        let mut set = JoinSet::new();
-        let (mut sum, mut left) = (0u64, total);
-        loop {
-            while left > 0 && set.len() < IN_FLIGHT {
-                let n = left.min(CHUNK);
-                left -= n;
-                set.spawn(job(self.clone(), peer.to_string(), n));
+        spec: LinkRunSpec,
+    ) -> anyhow::Result<NodeResponseBody> {
+        self.check_neighbour(peer)?;
+        let kind = match spec.kind {
+            LinkKind::Keep => RequestType::Keep,
+            LinkKind::Measure(b) => RequestType::Measure(MeasureBasis::Fixed(b)),
+            LinkKind::MeasureRandom => RequestType::Measure(MeasureBasis::RandomZX),
+        };
+        let request = CreateRequest {
+            number: spec.pairs,
+            min_fidelity: spec.min_fidelity,
+            max_time: spec.max_time,
+            purpose_id: spec.purpose,
+            priority: spec.priority,
+            kind,
+        };
+        let wall = Instant::now();
+        let created = self.clock.now();
+        let (create_id, mut events) = match self.link(peer)?.create(request).await? {
+            Ok(created) => created,
+            Err(e) => {
+                return Ok(NodeResponseBody::Link {
+                    create_id: e.create_id.id,
+                    pairs: Vec::new(),
+                    errors: vec![(e.code.name().to_string(), 1)],
+                    emulated_seconds: 0.0,
+                    wall_seconds: wall.elapsed().as_secs_f64(),
+                });
             }
-            match set.join_next().await {
-                None => return Ok(sum),
-                Some(Ok(Ok(x))) => sum += x,
-                Some(Ok(Err(e))) => return Err(e),
-                Some(Err(e)) => anyhow::bail!("a run task failed: {e}"),
+        };
+        let mut errors: BTreeMap<&'static str, u32> = BTreeMap::new();
+        let mut pairs: BTreeMap<u64, LinkPairReport> = BTreeMap::new();
+        let mut to_free = Vec::new();
+        let mut ended = created;
+        while let Some(event) = events.recv().await {
+            match event {
+                LinkEvent::Ok(ok) => {
+                    if let Delivered::Kept { qubit, .. } = ok.delivered {
+                        to_free.push(qubit);
+                        if to_free.len() >= 64 {
+                            drop(self.broker.call(RequestBody::Free {
+                                qubits: std::mem::take(&mut to_free),
+                            }));
+                        }
+                    }
+                    ended = ok.time_of_goodness;
+                    pairs.insert(
+                        ok.seq,
+                        LinkPairReport {
+                            seq: ok.seq,
+                            goodness: ok.goodness,
+                            time_of_goodness: ok.time_of_goodness,
+                            latency: ok.time_of_goodness - created,
+                        },
+                    );
+                }
+                LinkEvent::Err(err) => {
+                    *errors.entry(err.code.name()).or_default() += 1;
+                    for seq in &err.seqs {
+                        pairs.remove(seq);
+                    }
+                    // Qubits of withdrawn pairs are freed by the link layer.
+                    to_free.retain(|q| !err.qubits.contains(q));
+                    if err.code != ErrorCode::Expire || err.seqs.is_empty() {
+                        ended = self.clock.now();
+                        break;
+                    }
+                }
+                LinkEvent::Done(_) => break,
+                LinkEvent::Ack(_) => {}
             }
         }
+        if !to_free.is_empty() {
+            drop(self.broker.call(RequestBody::Free { qubits: to_free }));
+        }
+        Ok(NodeResponseBody::Link {
+            create_id: create_id.id,
+            pairs: pairs.into_values().collect(),
+            errors: errors
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            emulated_seconds: ended - created,
+            wall_seconds: wall.elapsed().as_secs_f64(),
+        })
     }
 
     pub(crate) fn check_neighbour(&self, peer: &str) -> anyhow::Result<()> {

@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`broker_client`]: pipelined requests to the broker and its event stream.
+//! - [`linklayer`]: the driver of each link's link-layer protocol, and the node's
+//!   emulated clock.
 //! - [`peers`]: classical connections to other nodes, made on demand by name.
 //! - [`apps`]: the applications the controller can run (EPR pairs, teleportation).
 //! - [`admin`]: the controller's API on the node's endpoint.
@@ -14,6 +16,7 @@
 pub mod admin;
 pub mod apps;
 pub mod broker_client;
+pub mod linklayer;
 pub mod peers;
 pub mod protocols;
 
@@ -106,6 +109,15 @@ pub fn main(args: NodeArgs) -> anyhow::Result<()> {
     ))
 }
 
+/// A pair delivered at this end of a peer's application run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Delivery {
+    /// The local half, kept.
+    Qubit(QubitId),
+    /// The local half's measurement outcome.
+    Outcome(u8),
+}
+
 /// A running node, shared by its tasks.
 pub struct Node {
     name: String,
@@ -113,8 +125,9 @@ pub struct Node {
     endpoint: quinn::Endpoint,
     broker: BrokerClient,
     peers: peers::Peers,
-    /// Pairs delivered by the broker and not yet claimed, by (peer, sequence number).
-    delivered: Mutex<HashMap<(String, u64), QubitId>>,
+    /// Pairs delivered at this end for the peer's application runs and not yet
+    /// claimed, by (peer, sequence number): a kept qubit or a measurement outcome.
+    delivered: Mutex<HashMap<(String, u64), Delivery>>,
     delivered_changed: Notify,
     /// Replies awaited by application runs, by run id.
     waiters: Mutex<HashMap<u64, oneshot::Sender<AppMsg>>>,
@@ -122,6 +135,14 @@ pub struct Node {
     /// Qubits kept for the controller (teleported qubits, qubits that arrived).
     held: Mutex<HashSet<QubitId>>,
     stop: watch::Sender<bool>,
+    /// Emulated time, synchronised with the broker at start.
+    clock: linklayer::Clock,
+    /// The link-layer driver of each neighbour, started on first use.
+    links: Mutex<HashMap<String, linklayer::LinkHandle>>,
+    /// Deliveries per peer, for consistency checks.
+    link_log: linklayer::LinkLog,
+    /// Purpose ids the link layer accepts from peers (`None`: all).
+    purposes: Mutex<Option<Vec<u16>>>,
 }
 
 /// Runs a node until `shutdown` completes, the controller asks it to stop, or the
@@ -142,6 +163,11 @@ pub async fn run(
             addr: addr.to_string(),
         })
         .await?;
+    let emulated_now = match broker.call(RequestBody::Now).await? {
+        qnet_common::wire::ResponseBody::Now { t_emu_ns } => t_emu_ns as f64 / 1e9,
+        other => anyhow::bail!("unexpected answer to Now: {other:?}"),
+    };
+    let clock = linklayer::Clock::new(emulated_now, config.topology.time_scale);
     let (stop, mut stop_rx) = watch::channel(false);
     let node = Arc::new(Node {
         name: config.name,
@@ -155,6 +181,10 @@ pub async fn run(
         next_run: AtomicU64::new(1),
         held: Mutex::default(),
         stop,
+        clock,
+        links: Mutex::default(),
+        link_log: linklayer::LinkLog::default(),
+        purposes: Mutex::default(),
     });
     tokio::spawn(node.clone().handle_events(events));
     on_ready(addr);
@@ -191,6 +221,20 @@ impl Node {
         &self.name
     }
 
+    /// The link-layer driver of the link to `peer`, started on first use.
+    pub fn link(self: &Arc<Self>, peer: &str) -> anyhow::Result<linklayer::LinkHandle> {
+        let mut links = self.links.lock().expect("links lock");
+        if let Some(link) = links.get(peer) {
+            return Ok(link.clone());
+        }
+        let link = linklayer::start(self, peer)?;
+        let accepted = self.purposes.lock().expect("purposes lock").clone();
+        link.send(linklayer::Input::SetPurposes(accepted));
+        self.serve_link_apps(peer, &link);
+        links.insert(peer.to_string(), link.clone());
+        Ok(link)
+    }
+
     async fn handle_events(
         self: Arc<Self>,
         mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
@@ -200,7 +244,7 @@ impl Node {
                 Event::PairsDelivered { peer, pairs } => {
                     let mut delivered = self.delivered.lock().expect("delivered lock");
                     for pair in pairs {
-                        delivered.insert((peer.clone(), pair.seq), pair.local);
+                        delivered.insert((peer.clone(), pair.seq), Delivery::Qubit(pair.local));
                     }
                     drop(delivered);
                     self.delivered_changed.notify_waiters();
@@ -209,7 +253,26 @@ impl Node {
                     tracing::debug!(%qubit, %from, tag, "qubit arrived");
                     self.held.lock().expect("held lock").insert(qubit);
                 }
-                Event::NodeLost { .. } | Event::Heralded { .. } => {}
+                Event::Heralded {
+                    peer,
+                    label,
+                    pair,
+                    heralded_ns,
+                } => match self.link(&peer) {
+                    Ok(link) => link.send(linklayer::Input::Herald(
+                        protocols::link::Herald {
+                            label,
+                            seq: pair.seq,
+                            bell: pair.bell,
+                            qubit: pair.local,
+                            remote: pair.remote,
+                            emitted: pair.created_ns as f64 / 1e9,
+                        },
+                        heralded_ns as f64 / 1e9,
+                    )),
+                    Err(e) => tracing::warn!(%peer, "herald for no link: {e:#}"),
+                },
+                Event::NodeLost { .. } => {}
             }
         }
     }
@@ -232,14 +295,23 @@ impl Node {
         self.accept_peer(conn, identity).await
     }
 
-    /// Waits until the broker has delivered the pairs `seqs` made with `peer`, then
-    /// claims them (in the order asked).
+    /// Records a pair delivered for one of the peer's application runs.
+    fn store_delivery(&self, peer: &str, seq: u64, delivery: Delivery) {
+        self.delivered
+            .lock()
+            .expect("delivered lock")
+            .insert((peer.to_string(), seq), delivery);
+        self.delivered_changed.notify_waiters();
+    }
+
+    /// Waits until the pairs `seqs` made with `peer` are delivered here, then claims
+    /// them (in the order asked).
     async fn claim_pairs(
         &self,
         peer: &str,
         seqs: &[u64],
         timeout: Duration,
-    ) -> anyhow::Result<Vec<QubitId>> {
+    ) -> anyhow::Result<Vec<Delivery>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.delivered_changed.notified();

@@ -38,11 +38,14 @@ impl Peers {
 
     /// Forgets the channel `tx` to `peer` (if it is still the current one), so the
     /// next message makes a new connection.
-    fn remove(&self, peer: &str, tx: &mpsc::UnboundedSender<Classical>) {
+    /// Returns true if it was the current channel.
+    fn remove(&self, peer: &str, tx: &mpsc::UnboundedSender<Classical>) -> bool {
         let mut senders = self.senders.lock().expect("peers lock");
         if senders.get(peer).is_some_and(|t| t.same_channel(tx)) {
             senders.remove(peer);
+            return true;
         }
+        false
     }
 
     /// Names of peers with an open channel.
@@ -59,6 +62,33 @@ impl Peers {
 }
 
 impl Node {
+    /// Sends a classical message to `peer` without waiting: at once on an open
+    /// channel, else from a task that connects first. A failed connection tells the
+    /// link layer that the peer is lost.
+    pub fn post_classical(self: &Arc<Self>, peer: &str, msg: Classical) {
+        if let Some(tx) = self.peers.get(peer)
+            && tx.send(msg.clone()).is_ok()
+        {
+            return;
+        }
+        let node = self.clone();
+        let peer = peer.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = node.send_classical(&peer, msg).await {
+                tracing::warn!(%peer, "classical message lost: {e:#}");
+                node.peer_lost(&peer);
+            }
+        });
+    }
+
+    /// The classical channel to `peer` is gone: its link layer must know.
+    fn peer_lost(&self, peer: &str) {
+        let link = self.links.lock().expect("links lock").get(peer).cloned();
+        if let Some(link) = link {
+            link.send(crate::linklayer::Input::PeerLost);
+        }
+    }
+
     /// Sends a classical message to `peer`, connecting first if needed.
     pub async fn send_classical(
         self: &Arc<Self>,
@@ -180,7 +210,9 @@ impl Node {
                     }
                 }
             }
-            node.peers.remove(&peer, &current);
+            if node.peers.remove(&peer, &current) {
+                node.peer_lost(&peer);
+            }
         });
         tx
     }

@@ -119,6 +119,79 @@ pub enum NodeRequestBody {
     },
     /// Shut the node down gracefully.
     Shutdown,
+    /// Run one CREATE on the link layer to the neighbour `peer` and report every
+    /// pair and error. Answered with [`NodeResponseBody::Link`].
+    RunLink {
+        /// The neighbour.
+        peer: String,
+        /// The request.
+        spec: LinkRunSpec,
+    },
+    /// Which purpose ids this node's link layer accepts from its peers (`None`: all).
+    SetPurposes {
+        /// Accepted purpose ids.
+        accept: Option<Vec<u16>>,
+    },
+    /// The node's log of link-layer deliveries with `peer`: one entry per OK and
+    /// per withdrawn (EXPIRE) pair. Answered with [`NodeResponseBody::LinkLog`].
+    LinkLog {
+        /// The neighbour.
+        peer: String,
+    },
+}
+
+/// How pairs of a link-layer request are delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LinkKind {
+    /// Kept in memory (the run frees them once delivered).
+    Keep,
+    /// Measured at once, both ends in this basis.
+    Measure(Basis),
+    /// Measured at once, each end in Z or X at random per pair.
+    MeasureRandom,
+}
+
+/// A link-layer CREATE as the controller asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkRunSpec {
+    /// Number of pairs.
+    pub pairs: u32,
+    /// Lowest acceptable fidelity.
+    pub min_fidelity: f64,
+    /// Longest wait, emulated seconds (infinite: none).
+    pub max_time: f64,
+    /// Purpose id.
+    pub purpose: u16,
+    /// Priority (0 first).
+    pub priority: u8,
+    /// Keep or measure.
+    pub kind: LinkKind,
+}
+
+/// One delivered pair in a [`NodeResponseBody::Link`] report.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkPairReport {
+    /// Per-link sequence number.
+    pub seq: u64,
+    /// The link layer's fidelity estimate …
+    pub goodness: f64,
+    /// … at this emulated time, seconds.
+    pub time_of_goodness: f64,
+    /// Emulated seconds from the CREATE to this OK.
+    pub latency: f64,
+}
+
+/// One entry of a node's link-layer log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkLogEntry {
+    /// True if this node made the request.
+    pub local_origin: bool,
+    /// The request's number at its origin.
+    pub create_id: u32,
+    /// The pair's sequence number.
+    pub seq: u64,
+    /// True for an OK, false for a withdrawal (EXPIRE).
+    pub ok: bool,
 }
 
 /// A node's answer to a [`NodeRequest`].
@@ -155,6 +228,24 @@ pub enum NodeResponseBody {
     Pairs {
         /// The pairs: `local` is held here, `remote` at the peer.
         pairs: Vec<crate::wire::Pair>,
+    },
+    /// Result of [`NodeRequestBody::RunLink`].
+    Link {
+        /// The request's number at this node.
+        create_id: u32,
+        /// Pairs delivered and not withdrawn.
+        pairs: Vec<LinkPairReport>,
+        /// Errors by code name (`TIMEOUT`, `EXPIRE`, …) with their counts.
+        errors: Vec<(String, u32)>,
+        /// Emulated seconds from the CREATE to the end of the request.
+        emulated_seconds: f64,
+        /// Wall seconds for the same.
+        wall_seconds: f64,
+    },
+    /// Result of [`NodeRequestBody::LinkLog`].
+    LinkLog {
+        /// The entries, in the order they happened.
+        entries: Vec<LinkLogEntry>,
     },
     /// Result of [`NodeRequestBody::Status`].
     Status {
