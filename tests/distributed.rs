@@ -325,8 +325,9 @@ async fn killing_a_node_leaves_its_partner_maximally_mixed() {
 
 /// The broker takes a node's identity from its certificate and refuses it any
 /// operation on a qubit another node owns. A second connection under alice's
-/// certificate re-registers alice at the broker, so this test has a deployment of
-/// its own.
+/// certificate is a new incarnation of alice (as after a restart): the broker traces
+/// out the old incarnation's qubits, so this test has a deployment of its own and
+/// uses a qubit the new connection allocates.
 #[tokio::test]
 async fn a_node_cannot_touch_another_nodes_qubit() {
     let d = Deployment::up(PAIR);
@@ -344,6 +345,18 @@ async fn a_node_cannot_touch_another_nodes_qubit() {
     .expect("alice's certificate is accepted");
     assert_eq!(hello.role, Role::Broker);
 
+    // The old incarnation's half is gone; the new connection owns what it makes.
+    let mine = match call(
+        &mut reader,
+        &mut writer,
+        90,
+        RequestBody::Alloc { count: 1 },
+    )
+    .await
+    {
+        Ok(ResponseBody::Qubits(q)) => q[0],
+        other => panic!("alloc: {other:?}"),
+    };
     let not_owner = Err(ErrorBody::NotOwner {
         qubit: bobs,
         owner: Some("bob".into()),
@@ -356,11 +369,11 @@ async fn a_node_cannot_touch_another_nodes_qubit() {
     // Every other way of touching it is refused the same way.
     let attempts = [
         RequestBody::Measure {
-            qubits: vec![(pair.local, Basis::Z), (bobs, Basis::X)],
+            qubits: vec![(mine, Basis::Z), (bobs, Basis::X)],
             free: true,
         },
         RequestBody::gate1(qnet_common::wire::Gate::X, bobs),
-        RequestBody::gate2(qnet_common::wire::Gate::Cnot, pair.local, bobs),
+        RequestBody::gate2(qnet_common::wire::Gate::Cnot, mine, bobs),
         RequestBody::Free { qubits: vec![bobs] },
         RequestBody::Reset { qubits: vec![bobs] },
         RequestBody::Transfer {
@@ -384,15 +397,26 @@ async fn a_node_cannot_touch_another_nodes_qubit() {
         Err(ErrorBody::NotAdmin)
     );
 
-    // The refused batches changed nothing: the pair (alice's half included, although
-    // the batch that named it first was refused as a whole) is still a perfect Φ⁺.
+    // The refused batches changed nothing: alice's own qubit, named first in a
+    // batch refused as a whole, is still |0⟩, and bob's half still exists.
     let (session, mut broker) = BrokerAdmin::connect(&d.layout())
         .await
         .expect("broker admin");
-    match oracle(&mut broker, fidelity).await {
-        Ok(ResponseBody::Fidelity(f)) => assert!((f - 1.0).abs() < 1e-12, "fidelity {f}"),
-        other => panic!("fidelity after the refusals: {other:?}"),
+    let rho = RequestBody::ReducedDensityMatrix { qubits: vec![mine] };
+    match oracle(&mut broker, rho).await {
+        Ok(ResponseBody::DensityMatrix { entries, .. }) => {
+            assert!((entries[0].0 - 1.0).abs() < 1e-12, "not |0⟩: {entries:?}")
+        }
+        other => panic!("alice's qubit after the refusals: {other:?}"),
     }
+    let rho = RequestBody::ReducedDensityMatrix { qubits: vec![bobs] };
+    assert!(
+        matches!(
+            oracle(&mut broker, rho).await,
+            Ok(ResponseBody::DensityMatrix { .. })
+        ),
+        "bob's half must survive alice's refused requests"
+    );
     broker.close();
     session.close().await;
     CloseCode::Done.close(&conn);

@@ -288,6 +288,12 @@ impl Actor {
         match cmd {
             Cmd::Connected { peer, conn, events } => match peer {
                 Peer::Node(node) => {
+                    // A node that connects while an older connection of it is still
+                    // registered is a new incarnation (a restart after a crash the
+                    // idle timeout has not noticed yet): the old one's qubits are lost.
+                    if let Some((old, _)) = self.nodes[node.0 as usize].connection {
+                        self.node_lost(node, old);
+                    }
                     let entry = &mut self.nodes[node.0 as usize];
                     tracing::info!(node = %entry.name, conn, "node connected");
                     entry.connection = Some((conn, events));
@@ -401,6 +407,34 @@ impl Actor {
                     max,
                 },
             ) => self.herald_log(&a, &b, after_seq, max),
+            (_, RequestBody::SetLink { a, b, fidelity, up }) => {
+                let (i, j) = (self.node_by_name(&a)?, self.node_by_name(&b)?);
+                let Some(link) = self.links.link_index(i, j).filter(|_| i != j) else {
+                    return Err(ErrorBody::NotNeighbours { peer: b });
+                };
+                if let Some(f) = fidelity
+                    && !(0.25..=1.0).contains(&f)
+                {
+                    return Err(ErrorBody::BadRequest(format!(
+                        "fidelity {f} is outside [0.25, 1]"
+                    )));
+                }
+                tracing::warn!(%a, %b, ?fidelity, ?up, t_emu = now, "fault: link changed");
+                self.links.set_fault(now, link, fidelity, up);
+                Ok(ResponseBody::Done)
+            }
+            (_, RequestBody::SetMemory { node, t1, t2 }) => {
+                let i = self.node_by_name(&node)?;
+                let id = self.topology.nodes[i].id;
+                let mut params = self.engine.node_params(id).map_err(|e| self.error(e))?;
+                params.t1 = t1.unwrap_or(params.t1);
+                params.t2 = t2.unwrap_or(params.t2);
+                self.engine
+                    .set_node_params(now, id, params)
+                    .map_err(|e| self.error(e))?;
+                tracing::warn!(%node, t1 = params.t1, t2 = params.t2, t_emu = now, "fault: memory changed");
+                Ok(ResponseBody::Done)
+            }
             (Peer::Controller, _) => Err(ErrorBody::BadRequest(
                 "the controller holds no qubits; only admin requests are allowed".into(),
             )),

@@ -112,11 +112,16 @@ struct LinkState {
     generation: u64,
     /// Sequence number of the last herald.
     seq: u64,
+    /// Taken down by a fault: no attempt succeeds.
+    down: bool,
 }
 
 impl LinkState {
     /// The label the link attempts for, if both ends name the same one.
     fn attempting(&self) -> Option<u64> {
+        if self.down {
+            return None;
+        }
         match self.labels {
             [Some(x), Some(y)] if x == y => Some(x),
             _ => None,
@@ -198,6 +203,7 @@ impl<R: Rng> Links<R> {
                     waiting_for_memory: false,
                     generation: 0,
                     seq: 0,
+                    down: false,
                 }
             })
             .collect();
@@ -269,6 +275,27 @@ impl<R: Rng> Links<R> {
             self.schedule(index, now);
         }
         Ok(())
+    }
+
+    /// A fault: from `now` on, the link makes pairs of fidelity `fidelity` (if
+    /// given) and is up or down (if given). Taking a link down discards its pending
+    /// success; bringing it up restarts the attempts of ends that still attempt.
+    pub fn set_fault(&mut self, now: f64, link: usize, fidelity: Option<f64>, up: Option<bool>) {
+        let Some(state) = self.links.get_mut(link) else {
+            return;
+        };
+        if let Some(f) = fidelity {
+            state.physics.fidelity = f;
+        }
+        if let Some(up) = up
+            && state.down == up
+        {
+            state.down = !up;
+            state.discard();
+            if state.attempting().is_some() {
+                self.schedule(link, now);
+            }
+        }
     }
 
     /// Node `node` is gone: every link of it stops attempting at its end.

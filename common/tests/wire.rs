@@ -67,6 +67,17 @@ fn requests() -> Vec<Request> {
             after_seq: 10,
             max: 100,
         },
+        RequestBody::SetLink {
+            a: "alice".into(),
+            b: "bob".into(),
+            fidelity: Some(0.8),
+            up: Some(false),
+        },
+        RequestBody::SetMemory {
+            node: "bob".into(),
+            t1: None,
+            t2: Some(0.05),
+        },
         RequestBody::Alloc { count: 3 },
         RequestBody::gate1(Gate::H, q(1)),
         RequestBody::gate1(Gate::Rx(0.25), q(1)),
@@ -142,7 +153,9 @@ fn request_kinds_covered(body: &RequestBody) -> &'static str {
         | RequestBody::Shutdown
         | RequestBody::Announce { .. }
         | RequestBody::Lookup { .. }
-        | RequestBody::HeraldLog { .. } => body.kind(),
+        | RequestBody::HeraldLog { .. }
+        | RequestBody::SetLink { .. }
+        | RequestBody::SetMemory { .. } => body.kind(),
     }
 }
 
@@ -319,7 +332,7 @@ fn every_message_roundtrips_through_the_codec() {
         .iter()
         .map(|r| request_kinds_covered(&r.body))
         .collect();
-    assert_eq!(kinds.len(), 16, "one sample per request kind: {kinds:?}");
+    assert_eq!(kinds.len(), 18, "one sample per request kind: {kinds:?}");
     response_bodies().iter().for_each(response_kinds_covered);
     errors().iter().for_each(error_kinds_covered);
     // Every error renders a human-readable message.
@@ -350,6 +363,8 @@ fn admin_requests_are_flagged() {
         admin,
         [
             "herald_log",
+            "set_link",
+            "set_memory",
             "fidelity",
             "reduced_density_matrix",
             "stats",

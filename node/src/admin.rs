@@ -110,6 +110,28 @@ async fn handle(node: &Arc<Node>, body: NodeRequestBody) -> anyhow::Result<NodeR
         NodeRequestBody::LinkLog { peer } => Ok(NodeResponseBody::LinkLog {
             entries: node.link_log.entries(&peer),
         }),
+        NodeRequestBody::SetChaos { peer, rule } => {
+            anyhow::ensure!(
+                node.topology.node_index(&peer).is_some() && peer != node.name,
+                "unknown peer {peer:?}"
+            );
+            if !node.chaos.knows(&peer) {
+                // Learn where the peer is, so the rule is in force at once.
+                let addr = node.lookup(&peer).await?;
+                node.chaos.peer_at(&peer, addr);
+            }
+            node.chaos.set_fault(&peer, rule)?;
+            tracing::warn!(%peer, ?rule, t_emu = node.clock.now(), "fault: classical impairment set");
+            Ok(NodeResponseBody::Done)
+        }
+        NodeRequestBody::ChaosRules => {
+            let (faults, effective, stats) = node.chaos.report();
+            Ok(NodeResponseBody::Chaos {
+                faults,
+                effective,
+                stats,
+            })
+        }
         NodeRequestBody::Shutdown => Ok(NodeResponseBody::Done),
     }
 }

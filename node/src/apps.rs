@@ -530,7 +530,13 @@ impl Node {
                 LinkEvent::Ok(ok) => {
                     if let Delivered::Kept { qubit, .. } = ok.delivered {
                         to_free.push(qubit);
-                        if to_free.len() >= 64 {
+                        // Batches fit in memory: a full memory would stall the link.
+                        if to_free.len()
+                            >= self
+                                .topology
+                                .node(&self.name)
+                                .map_or(1, |n| (n.memory_qubits as usize / 2).clamp(1, 64))
+                        {
                             drop(self.broker.call(RequestBody::Free {
                                 qubits: std::mem::take(&mut to_free),
                             }));

@@ -6,6 +6,7 @@
 //! - [`broker_client`]: pipelined requests to the broker and its event stream.
 //! - [`linklayer`]: the driver of each link's link-layer protocol, and the node's
 //!   emulated clock.
+//! - [`chaos`]: fibre latency and chaos faults on the node's outgoing traffic.
 //! - [`peers`]: classical connections to other nodes, made on demand by name.
 //! - [`apps`]: the applications the controller can run (EPR pairs, teleportation).
 //! - [`admin`]: the controller's API on the node's endpoint.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod apps;
 pub mod broker_client;
+pub mod chaos;
 pub mod linklayer;
 pub mod peers;
 pub mod protocols;
@@ -143,6 +145,8 @@ pub struct Node {
     link_log: linklayer::LinkLog,
     /// Purpose ids the link layer accepts from peers (`None`: all).
     purposes: Mutex<Option<Vec<u16>>>,
+    /// Fibre latency and chaos faults on outgoing traffic.
+    chaos: chaos::Chaos,
 }
 
 /// Runs a node until `shutdown` completes, the controller asks it to stop, or the
@@ -153,8 +157,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let server = tls::server_config(&config.identity, &config.ca)?;
-    let mut endpoint = quinn::Endpoint::server(server, config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let me = config
+        .topology
+        .node_index(&config.name)
+        .expect("checked in NodeConfig::from_args");
+    // Every datagram goes through the socket shim: the fibre's latency to each peer
+    // and any chaos fault apply to real QUIC traffic.
+    let (mut endpoint, shim) = qnet_common::shim::endpoint(
+        Some(server),
+        config.listen,
+        config.topology.seed ^ me as u64,
+    )
+    .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let latency = qnet_common::shim::latency_table(&config.topology)
+        .swap_remove(me)
+        .into_iter()
+        .enumerate()
+        .map(|(j, d)| (config.topology.nodes[j].name.clone(), d))
+        .collect();
+    let chaos = chaos::Chaos::new(shim, latency);
     endpoint.set_default_client_config(tls::client_config(&config.identity, &config.ca)?);
     let addr = endpoint.local_addr()?;
     let (broker, events) = BrokerClient::connect(&endpoint, config.broker, &config.name).await?;
@@ -185,6 +206,7 @@ pub async fn run(
         links: Mutex::default(),
         link_log: linklayer::LinkLog::default(),
         purposes: Mutex::default(),
+        chaos,
     });
     tokio::spawn(node.clone().handle_events(events));
     on_ready(addr);

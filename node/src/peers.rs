@@ -89,6 +89,19 @@ impl Node {
         }
     }
 
+    /// Where `peer`'s classical endpoint listens, from the broker's directory.
+    pub(crate) async fn lookup(&self, peer: &str) -> anyhow::Result<SocketAddr> {
+        let request = RequestBody::Lookup {
+            name: peer.to_string(),
+        };
+        let addr = match self.broker.call(request).await? {
+            ResponseBody::Address(a) => a,
+            other => anyhow::bail!("unexpected directory answer {other:?}"),
+        };
+        addr.parse()
+            .with_context(|| format!("bad address {addr:?} for {peer}"))
+    }
+
     /// Sends a classical message to `peer`, connecting first if needed.
     pub async fn send_classical(
         self: &Arc<Self>,
@@ -107,19 +120,8 @@ impl Node {
         self: &Arc<Self>,
         peer: &str,
     ) -> anyhow::Result<mpsc::UnboundedSender<Classical>> {
-        let addr = match self
-            .broker
-            .call(RequestBody::Lookup {
-                name: peer.to_string(),
-            })
-            .await?
-        {
-            ResponseBody::Address(a) => a,
-            other => anyhow::bail!("unexpected directory answer {other:?}"),
-        };
-        let addr: SocketAddr = addr
-            .parse()
-            .with_context(|| format!("bad address {addr:?} for {peer}"))?;
+        let addr = self.lookup(peer).await?;
+        self.chaos.peer_at(peer, addr);
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr, peer)?)
             .await
             .with_context(|| format!("timed out connecting to {peer} at {addr}"))?
@@ -143,6 +145,7 @@ impl Node {
         conn: quinn::Connection,
         peer: String,
     ) -> anyhow::Result<()> {
+        self.chaos.peer_at(&peer, conn.remote_address());
         let result = self.accept_peer_inner(&conn, peer).await;
         if let Err(e) = &result
             && let Some(wire) = e.downcast_ref::<qnet_common::wire::WireError>()

@@ -83,6 +83,8 @@ enum Input {
         bell: BellState,
         emitted: Time,
     },
+    /// End `end`'s attempt label reaches the station.
+    Attempt { end: usize, label: Option<u64> },
     /// A measurement result for end `to`.
     Measured { to: usize, seq: u64, outcome: u8 },
 }
@@ -166,9 +168,10 @@ impl Sim {
             while let Some(action) = self.ends[i].poll_action() {
                 progressed = true;
                 match action {
+                    // The station learns of it after a trip to the broker, so heralds
+                    // for the old label can still come (as over a real network).
                     Action::Attempt(label) => {
-                        self.attempts[i] = label;
-                        self.restation();
+                        self.schedule(self.now + 2e-4, Input::Attempt { end: i, label });
                     }
                     Action::Correct { .. } => {}
                     Action::Measure {
@@ -177,8 +180,9 @@ impl Sim {
                         basis,
                     } => {
                         let outcome = self.measure(i, seq, basis);
+                        // A broker round trip: more heralds can arrive meanwhile.
                         self.schedule(
-                            self.now + 1e-6,
+                            self.now + 3e-4,
                             Input::Measured {
                                 to: i,
                                 seq,
@@ -303,6 +307,10 @@ impl Sim {
                         self.drain(i);
                     }
                 }
+                Input::Attempt { end, label } => {
+                    self.attempts[end] = label;
+                    self.restation();
+                }
                 Input::Measured { to, seq, outcome } => {
                     self.ends[to].handle_measured(self.now, seq, outcome);
                     self.drain(to);
@@ -423,6 +431,13 @@ fn check(sim: &Sim, requests: &[(usize, CreateId, u32)], seed: u64) -> (usize, u
             })
             .unwrap_or_default()
         };
+        // An EXPIRE withdraws only pairs that end reported OK.
+        for o in [here, there].into_iter().flatten() {
+            assert!(
+                o.expired.iter().all(|s| o.oks.contains_key(s)),
+                "seed {seed}: {id:?} withdrew pairs it never delivered"
+            );
+        }
         let (a, b) = (valid(here), valid(there));
         assert_eq!(
             a, b,
@@ -616,6 +631,8 @@ fn peer_lost_expires_delivered_pairs() {
         })
         .sum();
     assert_eq!(qubits, delivered, "the qubits to free are named");
+    // The stop reaches the station after its trip to the broker.
+    sim.run_until(sim.now + 1e-3);
     assert_eq!(sim.attempts[0], None);
 }
 

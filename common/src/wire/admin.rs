@@ -132,6 +132,18 @@ pub enum NodeRequestBody {
         /// Accepted purpose ids.
         accept: Option<Vec<u16>>,
     },
+    /// Impair this node's outgoing classical traffic to `peer` (a chaos fault), on top
+    /// of the latency of the fibre between them; `None` heals (back to the fibre's
+    /// latency alone). Answered with `Done`.
+    SetChaos {
+        /// The peer node.
+        peer: String,
+        /// The impairment, or `None`.
+        rule: Option<crate::shim::LinkRule>,
+    },
+    /// The impairments in force on this node's outgoing traffic and the socket
+    /// shim's counters. Answered with [`NodeResponseBody::Chaos`].
+    ChaosRules,
     /// The node's log of link-layer deliveries with `peer`: one entry per OK and
     /// per withdrawn (EXPIRE) pair. Answered with [`NodeResponseBody::LinkLog`].
     LinkLog {
@@ -246,6 +258,15 @@ pub enum NodeResponseBody {
     LinkLog {
         /// The entries, in the order they happened.
         entries: Vec<LinkLogEntry>,
+    },
+    /// Result of [`NodeRequestBody::ChaosRules`].
+    Chaos {
+        /// Per peer: the fault's rule (without the fibre latency).
+        faults: Vec<(String, crate::shim::LinkRule)>,
+        /// Per peer: the rule in force (fibre latency plus fault).
+        effective: Vec<(String, crate::shim::LinkRule)>,
+        /// Counters of the node's socket shim.
+        stats: crate::shim::ShimStats,
     },
     /// Result of [`NodeRequestBody::Status`].
     Status {

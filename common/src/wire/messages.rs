@@ -201,6 +201,28 @@ pub enum RequestBody {
         /// At most this many records.
         max: u32,
     },
+    /// Admin: a quantum fault on the link between `a` and `b`: from now on its pairs
+    /// have Werner fidelity `fidelity` (if given), and it is up or down (if given).
+    SetLink {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// New fidelity of fresh pairs, in \[0.25, 1\].
+        fidelity: Option<f64>,
+        /// `Some(false)`: no pair is made until `Some(true)`.
+        up: Option<bool>,
+    },
+    /// Admin: a node's memory changes from now on (qubits it holds first decohere
+    /// under the old parameters up to now). Seconds; infinite: none.
+    SetMemory {
+        /// The node.
+        node: String,
+        /// New T1, if given.
+        t1: Option<f64>,
+        /// New T2, if given (at most 2·T1).
+        t2: Option<f64>,
+    },
     /// Where does this node's classical endpoint listen? Answered with
     /// [`ResponseBody::Address`], or `NodeDown` if it has not announced one.
     Lookup {
@@ -219,6 +241,8 @@ impl RequestBody {
                 | RequestBody::Stats
                 | RequestBody::Shutdown
                 | RequestBody::HeraldLog { .. }
+                | RequestBody::SetLink { .. }
+                | RequestBody::SetMemory { .. }
         )
     }
 
@@ -241,6 +265,8 @@ impl RequestBody {
             RequestBody::Announce { .. } => "announce",
             RequestBody::Lookup { .. } => "lookup",
             RequestBody::HeraldLog { .. } => "herald_log",
+            RequestBody::SetLink { .. } => "set_link",
+            RequestBody::SetMemory { .. } => "set_memory",
         }
     }
 

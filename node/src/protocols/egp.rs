@@ -466,12 +466,14 @@ impl Egp {
                     if !self.expired.insert((qid, seq)) {
                         continue;
                     }
-                    withdrawn.push(seq);
+                    // Only a pair this end reported OK is withdrawn; one it has not
+                    // seen yet is refused when its herald comes (see handle_herald).
                     if let Some(item) = self.queue.get_mut(&qid)
                         && let Some(pos) = item.pairs.iter().position(|p| p.0 == seq)
                     {
                         let (_, qubit) = item.pairs.remove(pos);
                         qubits.extend(qubit);
+                        withdrawn.push(seq);
                     }
                 }
                 self.send(Msg::ExpireAck { qid, seqs });
@@ -635,11 +637,22 @@ impl LinkLayer for Egp {
 
     fn handle_herald(&mut self, now: Time, herald: Herald) {
         let qid = herald.label;
+        if self.expired.contains(&(qid, herald.seq)) {
+            // The peer withdrew this pair before its herald reached us.
+            self.actions.push_back(Action::Free(herald.qubit));
+            return;
+        }
         let usable = self
             .queue
             .get(&qid)
             .is_some_and(|i| i.confirmed && i.delivered < i.request.number && now < i.deadline);
         if !usable {
+            tracing::debug!(
+                qid,
+                seq = herald.seq,
+                known = self.queue.contains_key(&qid),
+                "herald for no usable request: pair withdrawn"
+            );
             self.reject_pair(now, qid, herald.seq, herald.qubit);
             return;
         }
@@ -711,6 +724,10 @@ impl LinkLayer for Egp {
     }
 
     fn handle_peer_lost(&mut self, _now: Time) {
+        tracing::warn!(
+            requests = self.queue.len(),
+            "peer lost: its requests expire"
+        );
         // Every request on this link ends; pairs already delivered are withdrawn,
         // since nothing can be done with half a pair whose partner is gone.
         for (_, item) in std::mem::take(&mut self.queue) {
@@ -722,6 +739,10 @@ impl LinkLayer for Egp {
                 seqs,
                 qubits,
             }));
+            // An EXPIRE with pairs withdraws them but does not end the request; this one does.
+            if !item.pairs.is_empty() {
+                self.fail(item.create_id, ErrorCode::Expire);
+            }
         }
         for (create, _) in std::mem::take(&mut self.pending) {
             self.fail(
