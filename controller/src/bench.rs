@@ -1,12 +1,14 @@
 //! `qnet bench …`: end-to-end measurements on real processes (DESIGN §8). Each bench
 //! deploys into a fresh folder under the system temp folder, measures, and always
-//! tears the deployment down again.
+//! tears the deployment down again: `epr` (pairs measured at both ends), `link`
+//! (one keep-type link-layer request), `up` (start-up time and memory).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use qnet_common::Basis;
+use qnet_common::wire::{LinkKind, LinkRunSpec};
 use serde::Serialize;
 
 use crate::deploy::{self, Deployed, UpOptions};
@@ -53,6 +55,60 @@ pub struct EprBench {
     pub pairs_per_s: f64,
     /// Seconds the node took.
     pub seconds: f64,
+    /// Seconds `up` took until every process was ready.
+    pub up_seconds: f64,
+    /// Largest resident memory of a node after the run, MiB.
+    pub node_rss_mb: f64,
+    /// Resident memory of the broker after the run, MiB.
+    pub broker_rss_mb: f64,
+}
+
+/// The two-node network of `bench link`: one ideal link (every attempt succeeds,
+/// one attempt per emulated microsecond) and ample perfect memory, so that the link
+/// layer and the processes, not the physics, set the pace.
+pub const BENCH_LINK_TOPOLOGY: &str = r#"# Written by `qnet bench link`.
+[network]
+name = "bench-link"
+seed = 1
+
+[defaults.node]
+memory_qubits = 4096
+t1 = "inf"
+t2 = "inf"
+gate_error = 0.0
+readout_error = 0.0
+
+[[nodes]]
+name = "alice"
+
+[[nodes]]
+name = "bob"
+
+[[links]]
+a = "alice"
+b = "bob"
+model = "ideal"
+length_km = 0.0
+fidelity = 1.0
+"#;
+
+/// Result of `qnet bench link`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkBench {
+    /// Pairs asked for.
+    pub pairs: u32,
+    /// Pairs delivered.
+    pub delivered: usize,
+    /// Delivered pairs per wall second, over the node's own timing.
+    pub pairs_per_s: f64,
+    /// Wall seconds the node took for the request.
+    pub seconds: f64,
+    /// Emulated seconds of the same.
+    pub emulated_seconds: f64,
+    /// Mean oracle fidelity of the delivered pairs (1 on this ideal link).
+    pub oracle_fidelity_mean: Option<f64>,
+    /// Errors by code, if any.
+    pub errors: std::collections::BTreeMap<String, u32>,
     /// Seconds `up` took until every process was ready.
     pub up_seconds: f64,
     /// Largest resident memory of a node after the run, MiB.
@@ -180,6 +236,43 @@ pub async fn epr(exe: PathBuf, pairs: u32, keep: bool) -> anyhow::Result<EprBenc
     .await
 }
 
+/// `qnet bench link --pairs N`: one keep-type request of `pairs` pairs on the
+/// ideal link of [`BENCH_LINK_TOPOLOGY`].
+pub async fn link(exe: PathBuf, pairs: u32, keep: bool) -> anyhow::Result<LinkBench> {
+    let mut scratch = Scratch::new("link")?;
+    scratch.keep = keep;
+    let file = scratch.path.join("bench-link.toml");
+    std::fs::write(&file, BENCH_LINK_TOPOLOGY)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    with_deployment(exe, file, &mut scratch, async |deployed: &Deployed| {
+        let target = Target::load(deployed.run_dir.clone())?;
+        let timeout = Duration::from_secs(60) + Duration::from_millis(u64::from(pairs));
+        let spec = LinkRunSpec {
+            pairs,
+            min_fidelity: 0.0,
+            max_time: f64::INFINITY,
+            purpose: 0,
+            priority: 0,
+            kind: LinkKind::Keep,
+        };
+        let report = run::link(&target, "alice", "bob", spec, timeout).await?;
+        let (node_rss_mb, broker_rss_mb) = memory(deployed);
+        Ok(LinkBench {
+            pairs,
+            delivered: report.delivered,
+            pairs_per_s: report.rate_wall_hz,
+            seconds: report.wall_seconds,
+            emulated_seconds: report.emulated_seconds,
+            oracle_fidelity_mean: report.oracle_fidelity_mean,
+            errors: report.errors,
+            up_seconds: deployed.seconds,
+            node_rss_mb,
+            broker_rss_mb,
+        })
+    })
+    .await
+}
+
 /// `qnet bench up FILE`.
 pub async fn up(exe: PathBuf, topology: PathBuf, keep: bool) -> anyhow::Result<UpBench> {
     let mut scratch = Scratch::new("up")?;
@@ -205,6 +298,8 @@ mod tests {
     fn bench_topology_is_valid() {
         let t = qnet_common::topology::Topology::parse(BENCH_EPR_TOPOLOGY, "bench").unwrap();
         assert_eq!(t.nodes.len(), 2);
+        assert!(t.are_neighbours("alice", "bob"));
+        let t = qnet_common::topology::Topology::parse(BENCH_LINK_TOPOLOGY, "bench").unwrap();
         assert!(t.are_neighbours("alice", "bob"));
     }
 }

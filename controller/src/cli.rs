@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use qnet_common::Basis;
-use qnet_common::wire::CardinalState;
+use qnet_common::topology::parse_duration_secs;
+use qnet_common::wire::{CardinalState, LinkKind, LinkLogEntry, LinkRunSpec};
 use serde::Serialize;
 
 use crate::deploy::{self, UpOptions};
@@ -127,6 +128,58 @@ impl From<BasisArg> for Basis {
     }
 }
 
+/// The type of a link-layer request on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkTypeArg {
+    /// Create and keep: the qubits stay in memory (the run frees them).
+    Keep,
+    /// Measure directly, both ends in `--basis`.
+    Measure,
+}
+
+/// The basis of a measure-type link-layer request on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkBasisArg {
+    /// Computational basis.
+    #[value(name = "Z")]
+    Z,
+    /// Hadamard basis.
+    #[value(name = "X")]
+    X,
+    /// Circular basis.
+    #[value(name = "Y")]
+    Y,
+    /// Z or X, chosen at random per pair at each end.
+    #[value(name = "random")]
+    Random,
+}
+
+/// The request type `--type` and `--basis` describe.
+fn link_kind(kind: LinkTypeArg, basis: Option<LinkBasisArg>) -> anyhow::Result<LinkKind> {
+    Ok(match (kind, basis) {
+        (LinkTypeArg::Keep, None) => LinkKind::Keep,
+        (LinkTypeArg::Keep, Some(_)) => {
+            anyhow::bail!("--basis is for --type measure; keep-type pairs are not measured")
+        }
+        (LinkTypeArg::Measure, None | Some(LinkBasisArg::Z)) => LinkKind::Measure(Basis::Z),
+        (LinkTypeArg::Measure, Some(LinkBasisArg::X)) => LinkKind::Measure(Basis::X),
+        (LinkTypeArg::Measure, Some(LinkBasisArg::Y)) => LinkKind::Measure(Basis::Y),
+        (LinkTypeArg::Measure, Some(LinkBasisArg::Random)) => LinkKind::MeasureRandom,
+    })
+}
+
+/// `--max-time`: an emulated duration (`2s`, `500ms`, `inf`).
+fn max_time(text: Option<&str>) -> anyhow::Result<f64> {
+    let Some(text) = text else {
+        return Ok(f64::INFINITY);
+    };
+    let t = parse_duration_secs(text).map_err(|e| anyhow::anyhow!("--max-time {text:?}: {e}"))?;
+    if t.is_nan() || t <= 0.0 {
+        anyhow::bail!("--max-time must be a positive duration");
+    }
+    Ok(t)
+}
+
 fn parse_state(s: &str) -> Result<CardinalState, String> {
     CardinalState::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = CardinalState::ALL.iter().map(|s| s.name()).collect();
@@ -185,6 +238,61 @@ pub enum RunCommand {
         #[command(flatten)]
         target: RunDirArg,
     },
+    /// One link-layer CREATE between neighbours; the broker's oracle checks the pairs.
+    Link {
+        /// The node that makes the request.
+        #[arg(long)]
+        from: String,
+        /// Its neighbour.
+        #[arg(long)]
+        to: String,
+        /// Number of pairs.
+        #[arg(long, default_value_t = 1000)]
+        pairs: u32,
+        /// Lowest acceptable fidelity of each pair.
+        #[arg(long, default_value_t = 0.0)]
+        min_fidelity: f64,
+        /// Longest wait, emulated (`2s`, `500ms`); default: none.
+        #[arg(long)]
+        max_time: Option<String>,
+        /// keep (qubits stay in memory until the run frees them) or measure.
+        #[arg(long = "type", value_enum, default_value = "keep")]
+        kind: LinkTypeArg,
+        /// Basis of --type measure: Z, X, Y or random (Z or X per pair); default Z.
+        #[arg(long, value_enum, ignore_case = true)]
+        basis: Option<LinkBasisArg>,
+        /// Purpose id (the peer may refuse it; 1 and 2 belong to epr and teleport).
+        #[arg(long, default_value_t = 0)]
+        purpose: u16,
+        /// Priority (0 first).
+        #[arg(long, default_value_t = 0)]
+        priority: u8,
+        /// Print JSON: {delivered, rate_emulated_hz, rate_wall_hz, goodness_mean,
+        /// oracle_fidelity_mean, latency_ms_p50, latency_ms_p99, errors, …}.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this many (wall) seconds.
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+    },
+    /// A node's log of link-layer deliveries with a neighbour (OKs and withdrawals).
+    LinkLog {
+        /// The node.
+        #[arg(long)]
+        node: String,
+        /// Its neighbour.
+        #[arg(long)]
+        peer: String,
+        /// Print JSON: an array of {local_origin, create_id, seq, ok}.
+        #[arg(long)]
+        json: bool,
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+    },
 }
 
 /// `qnet bench …`
@@ -196,6 +304,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         pairs: u32,
         /// Print JSON: {pairs, pairs_per_s, seconds, up_seconds, node_rss_mb, broker_rss_mb}.
+        #[arg(long)]
+        json: bool,
+        /// Keep the run folder (logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Link-layer pairs per wall second on one fast link (keep-type, one request).
+    Link {
+        /// Number of pairs.
+        #[arg(long, default_value_t = 20_000)]
+        pairs: u32,
+        /// Print JSON: {pairs, delivered, pairs_per_s, seconds, errors, …}.
         #[arg(long)]
         json: bool,
         /// Keep the run folder (logs) afterwards.
@@ -478,7 +598,154 @@ async fn run_cmd(command: RunCommand) -> anyhow::Result<()> {
             outln!("  wall time   {:.3} s", r.wall_seconds);
             Ok(())
         }
+        RunCommand::Link {
+            from,
+            to,
+            pairs,
+            min_fidelity,
+            max_time: max_time_text,
+            kind,
+            basis,
+            purpose,
+            priority,
+            json,
+            timeout,
+            target,
+        } => {
+            let timeout = seconds(timeout, "--timeout")?;
+            let spec = LinkRunSpec {
+                pairs,
+                min_fidelity,
+                max_time: max_time(max_time_text.as_deref())?,
+                purpose,
+                priority,
+                kind: link_kind(kind, basis)?,
+            };
+            let run_dir = record::resolve_from_env(target.run_dir.as_deref())?;
+            let target = Target::load(run_dir)?;
+            let r = run::link(&target, &from, &to, spec, timeout).await?;
+            if json {
+                return print_json(&r);
+            }
+            out!("{}", render_link(&r, &spec));
+            Ok(())
+        }
+        RunCommand::LinkLog {
+            node,
+            peer,
+            json,
+            target,
+        } => {
+            let run_dir = record::resolve_from_env(target.run_dir.as_deref())?;
+            let target = Target::load(run_dir)?;
+            let entries = run::link_log(&target, &node, &peer).await?;
+            if json {
+                return print_json(&entries);
+            }
+            out!("{}", render_link_log(&node, &peer, &entries));
+            Ok(())
+        }
     }
+}
+
+/// The text report of `qnet run link`.
+fn render_link(r: &run::LinkReport, spec: &LinkRunSpec) -> String {
+    let mut text = String::new();
+    let mut line = |s: String| {
+        text.push_str(&s);
+        text.push('\n');
+    };
+    let kind = match spec.kind {
+        LinkKind::Keep => "keep".to_owned(),
+        LinkKind::Measure(b) => format!("measure in {b:?}"),
+        LinkKind::MeasureRandom => "measure in Z or X at random".to_owned(),
+    };
+    let opt = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    line(format!(
+        "link {} -> {}: {} pairs, {kind}, purpose {}, request {}",
+        r.from, r.to, r.requested, spec.purpose, r.create_id
+    ));
+    line(format!("  delivered   {} of {}", r.delivered, r.requested));
+    line(format!(
+        "  rate        {:.1} pairs/s emulated (model {:.1}), {:.1} pairs/s wall",
+        r.rate_emulated_hz, r.model_rate_hz, r.rate_wall_hz
+    ));
+    line(format!(
+        "  goodness    {} mean (model {:.4} at the herald)",
+        opt(r.goodness_mean, 4),
+        r.model_fidelity
+    ));
+    line(format!(
+        "  oracle      {} mean fidelity ({} pairs checked, largest |goodness - oracle| {})",
+        opt(r.oracle_fidelity_mean, 4),
+        r.oracle_pairs,
+        opt(r.goodness_error_max, 4)
+    ));
+    line(format!(
+        "  latency     p50 {} ms, p99 {} ms (emulated)",
+        opt(r.latency_ms_p50, 3),
+        opt(r.latency_ms_p99, 3)
+    ));
+    if r.errors.is_empty() {
+        line("  errors      none".to_owned());
+    } else {
+        let errors: Vec<String> = r
+            .errors
+            .iter()
+            .map(|(code, n)| format!("{code} x{n}"))
+            .collect();
+        line(format!("  errors      {}", errors.join(", ")));
+    }
+    line(format!(
+        "  time        {:.6} s emulated, {:.3} s wall at the node ({:.3} s in all)",
+        r.emulated_seconds, r.wall_seconds, r.command_seconds
+    ));
+    text
+}
+
+/// The text report of `qnet run link-log`: one line per request.
+fn render_link_log(node: &str, peer: &str, entries: &[LinkLogEntry]) -> String {
+    // (origin, create id) → (OKs, withdrawn, first seq, last seq)
+    let mut requests: std::collections::BTreeMap<(bool, u32), (u64, u64, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for e in entries {
+        let r = requests
+            .entry((!e.local_origin, e.create_id))
+            .or_insert((0, 0, u64::MAX, 0));
+        if e.ok {
+            r.0 += 1;
+        } else {
+            r.1 += 1;
+        }
+        r.2 = r.2.min(e.seq);
+        r.3 = r.3.max(e.seq);
+    }
+    let rows: Vec<Vec<String>> = requests
+        .iter()
+        .map(|(&(remote, id), &(ok, withdrawn, first, last))| {
+            vec![
+                if remote { peer } else { node }.to_owned(),
+                id.to_string(),
+                ok.to_string(),
+                withdrawn.to_string(),
+                format!("{first}..={last}"),
+            ]
+        })
+        .collect();
+    let ok = entries.iter().filter(|e| e.ok).count();
+    format!(
+        "{node} <-> {peer}: {} entries ({ok} OK, {} withdrawn) in {} requests\n{}",
+        entries.len(),
+        entries.len() - ok,
+        requests.len(),
+        if rows.is_empty() {
+            String::new()
+        } else {
+            table(&["ORIGIN", "REQUEST", "OK", "WITHDRAWN", "SEQS"], &rows)
+        }
+    )
 }
 
 async fn bench_cmd(command: BenchCommand) -> anyhow::Result<()> {
@@ -506,6 +773,38 @@ async fn bench_cmd(command: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        BenchCommand::Link { pairs, json, keep } => {
+            if pairs == 0 {
+                anyhow::bail!("--pairs must be at least 1");
+            }
+            let r = bench::link(exe()?, pairs, keep).await?;
+            if json {
+                return print_json(&r);
+            }
+            outln!("bench link: 2 nodes, one ideal link, one keep-type request");
+            outln!(
+                "  pairs       {} of {} delivered (oracle fidelity {})",
+                r.delivered,
+                r.pairs,
+                r.oracle_fidelity_mean
+                    .map_or_else(|| "-".to_owned(), |f| format!("{f:.4}"))
+            );
+            outln!(
+                "  rate        {:.0} pairs/s wall ({:.3} s at the node)",
+                r.pairs_per_s,
+                r.seconds
+            );
+            if !r.errors.is_empty() {
+                outln!("  errors      {:?}", r.errors);
+            }
+            outln!("  up          {:.2} s", r.up_seconds);
+            outln!(
+                "  memory      node {:.1} MiB (max), broker {:.1} MiB",
+                r.node_rss_mb,
+                r.broker_rss_mb
+            );
+            Ok(())
+        }
         BenchCommand::Up { file, json, keep } => {
             let r = bench::up(exe()?, file, keep).await?;
             if json {
@@ -520,5 +819,37 @@ async fn bench_cmd(command: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_types_and_bases() {
+        assert_eq!(link_kind(LinkTypeArg::Keep, None).unwrap(), LinkKind::Keep);
+        assert!(link_kind(LinkTypeArg::Keep, Some(LinkBasisArg::X)).is_err());
+        assert_eq!(
+            link_kind(LinkTypeArg::Measure, None).unwrap(),
+            LinkKind::Measure(Basis::Z)
+        );
+        assert_eq!(
+            link_kind(LinkTypeArg::Measure, Some(LinkBasisArg::Y)).unwrap(),
+            LinkKind::Measure(Basis::Y)
+        );
+        assert_eq!(
+            link_kind(LinkTypeArg::Measure, Some(LinkBasisArg::Random)).unwrap(),
+            LinkKind::MeasureRandom
+        );
+    }
+
+    #[test]
+    fn max_times_are_emulated_durations() {
+        assert_eq!(max_time(None).unwrap(), f64::INFINITY);
+        assert_eq!(max_time(Some("2s")).unwrap(), 2.0);
+        assert!((max_time(Some("500ms")).unwrap() - 0.5).abs() < 1e-12);
+        assert!(max_time(Some("0s")).is_err());
+        assert!(max_time(Some("soon")).is_err());
     }
 }

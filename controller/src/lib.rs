@@ -13,10 +13,12 @@
 //! - [`bench`](mod@bench): `qnet bench epr|up`, end-to-end measurements.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod deploy;
 pub mod procs;
 pub mod record;
 pub mod run;
+pub mod scenario;
 pub mod status;

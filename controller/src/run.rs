@@ -5,16 +5,24 @@
 //! - `teleport`: node A teleports copies of a cardinal state to B; the controller
 //!   asks the broker's oracle for each received qubit's density matrix, computes the
 //!   fidelity with the state sent, then has B free the qubits.
+//! - `link`: one link-layer CREATE from A to B as the user specifies it; the
+//!   controller matches the delivered pairs with the broker's herald log to compare
+//!   the link layer's goodness with the oracle's fidelity.
+//! - `link-log`: a node's log of link-layer deliveries with a neighbour.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use qnet_common::Basis;
+use qnet_common::BellState;
 use qnet_common::QubitId;
+use qnet_common::physics::{HeraldedBell, LinkPhysics, Memory, decayed_fidelity};
 use qnet_common::rundir::RunDir;
 use qnet_common::topology::Topology;
 use qnet_common::wire::{
-    CardinalState, MAX_BATCH, NodeRequestBody, NodeResponseBody, RequestBody, ResponseBody,
+    CardinalState, LinkLogEntry, LinkRunSpec, MAX_BATCH, NodeRequestBody, NodeResponseBody,
+    RequestBody, ResponseBody,
 };
 use serde::Serialize;
 
@@ -294,6 +302,260 @@ pub async fn teleport(
     result
 }
 
+/// Purpose id of `qnet run epr` (the node's `apps::PURPOSE_EPR`).
+pub const PURPOSE_EPR: u16 = 1;
+/// Purpose id of `qnet run teleport` (the node's `apps::PURPOSE_TELEPORT`).
+pub const PURPOSE_TELEPORT: u16 = 2;
+/// Purpose ids `qnet run link` leaves to `run epr` and `run teleport`: the peer keeps
+/// the pairs of those purposes for the application's classical messages, which a
+/// bare link-layer run never sends, so kept pairs would fill its memory.
+pub const RESERVED_PURPOSES: [u16; 2] = [PURPOSE_EPR, PURPOSE_TELEPORT];
+
+/// Result of `qnet run link`: one CREATE, its pairs checked against the broker's
+/// oracle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkReport {
+    /// The requesting node.
+    pub from: String,
+    /// Its peer.
+    pub to: String,
+    /// The request's number at `from`.
+    pub create_id: u32,
+    /// Pairs asked for.
+    pub requested: u32,
+    /// Pairs delivered and not withdrawn.
+    pub delivered: usize,
+    /// Delivered pairs per emulated second, from the CREATE to the end of the request.
+    pub rate_emulated_hz: f64,
+    /// Delivered pairs per wall second, over the node's own timing.
+    pub rate_wall_hz: f64,
+    /// The link model's rate while both ends attempt, pairs per emulated second.
+    pub model_rate_hz: f64,
+    /// Mean goodness (the link layer's fidelity estimate at the herald); `null` if
+    /// nothing was delivered.
+    pub goodness_mean: Option<f64>,
+    /// Mean fidelity of the delivered pairs with their heralded Bell state at the
+    /// herald, from the broker's oracle; `null` if no delivered pair was found in the
+    /// broker's herald log.
+    pub oracle_fidelity_mean: Option<f64>,
+    /// Delivered pairs found in the herald log (the broker keeps the newest 100,000
+    /// per link).
+    pub oracle_pairs: usize,
+    /// Largest |goodness − oracle fidelity| of one pair.
+    pub goodness_error_max: Option<f64>,
+    /// The model's fidelity of a fresh pair at its herald (Werner fidelity after the
+    /// memories waited for the herald's flight).
+    pub model_fidelity: f64,
+    /// Median latency, CREATE to OK, emulated milliseconds.
+    pub latency_ms_p50: Option<f64>,
+    /// 99th percentile of the same.
+    pub latency_ms_p99: Option<f64>,
+    /// Errors by code (`TIMEOUT`, `EXPIRE`, …) with their counts.
+    pub errors: BTreeMap<String, u32>,
+    /// Emulated seconds from the CREATE to the end of the request.
+    pub emulated_seconds: f64,
+    /// Wall seconds the node took for the same.
+    pub wall_seconds: f64,
+    /// Wall seconds the whole command took, connecting and the oracle included.
+    pub command_seconds: f64,
+}
+
+/// The model's rate and fresh-pair fidelity of the link between `from` and `to`.
+fn link_model(topology: &Topology, from: &str, to: &str) -> (f64, f64) {
+    let Some(link) = topology.link_between(from, to) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let physics = LinkPhysics::of(link);
+    let memory = |name: &str| topology.node(name).map(Memory::from);
+    let (Some(a), Some(b)) = (memory(from), memory(to)) else {
+        return (physics.rate(), f64::NAN);
+    };
+    let bells: &[BellState] = match physics.bell {
+        HeraldedBell::Fixed(bell) => &[bell],
+        HeraldedBell::PsiEither => &[BellState::PsiPlus, BellState::PsiMinus],
+    };
+    let fidelity = bells
+        .iter()
+        .map(|&bell| decayed_fidelity(physics.fidelity, bell, physics.herald_delay, a, b))
+        .fold(f64::INFINITY, f64::min);
+    (physics.rate(), fidelity)
+}
+
+/// Runs one link-layer CREATE `spec` from `from` to `to` and checks the delivered
+/// pairs with the broker's herald log.
+pub async fn link(
+    target: &Target,
+    from: &str,
+    to: &str,
+    spec: LinkRunSpec,
+    timeout: Duration,
+) -> anyhow::Result<LinkReport> {
+    check_link(&target.topology, from, to)?;
+    if spec.pairs == 0 {
+        bail!("--pairs must be at least 1");
+    }
+    if RESERVED_PURPOSES.contains(&spec.purpose) {
+        bail!(
+            "purpose {} is used by `qnet run {}`; pick another --purpose",
+            spec.purpose,
+            if spec.purpose == PURPOSE_EPR {
+                "epr"
+            } else {
+                "teleport"
+            }
+        );
+    }
+    if !(0.0..=1.0).contains(&spec.min_fidelity) {
+        bail!("--min-fidelity must be between 0 and 1");
+    }
+    target.node_addr(to)?;
+    let addr = target.node_addr(from)?;
+    let broker_addr = target.broker_addr()?;
+    let start = Instant::now();
+    let session = Session::new(&target.run_dir)?;
+    let result = async {
+        let mut node = session.node(from, addr).await?;
+        let body = NodeRequestBody::RunLink {
+            peer: to.to_owned(),
+            spec,
+        };
+        let answer = with_timeout(timeout, "the link request", node.request(body)).await?;
+        node.close();
+        let NodeResponseBody::Link {
+            create_id,
+            pairs,
+            errors,
+            emulated_seconds,
+            wall_seconds,
+        } = answer
+        else {
+            bail!("node {from} answered the link request with {answer:?}");
+        };
+        let mut broker = session.broker(broker_addr).await?;
+        let seqs: Vec<u64> = pairs.iter().map(|p| p.seq).collect();
+        let oracle = with_timeout(
+            timeout,
+            "the herald log",
+            herald_fidelities(&mut broker, from, to, &seqs),
+        )
+        .await?;
+        broker.close();
+        let mean = |values: &[f64]| {
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        let goodness: Vec<f64> = pairs.iter().map(|p| p.goodness).collect();
+        let checked: Vec<(f64, f64)> = pairs
+            .iter()
+            .filter_map(|p| oracle.get(&p.seq).map(|&f| (p.goodness, f)))
+            .collect();
+        let oracle_values: Vec<f64> = checked.iter().map(|c| c.1).collect();
+        let mut latencies: Vec<f64> = pairs.iter().map(|p| p.latency * 1e3).collect();
+        latencies.sort_by(f64::total_cmp);
+        let (model_rate_hz, model_fidelity) = link_model(&target.topology, from, to);
+        Ok(LinkReport {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            create_id,
+            requested: spec.pairs,
+            delivered: pairs.len(),
+            rate_emulated_hz: rate(pairs.len(), emulated_seconds),
+            rate_wall_hz: rate(pairs.len(), wall_seconds),
+            model_rate_hz,
+            goodness_mean: mean(&goodness),
+            oracle_fidelity_mean: mean(&oracle_values),
+            oracle_pairs: checked.len(),
+            goodness_error_max: checked
+                .iter()
+                .map(|(g, f)| (g - f).abs())
+                .max_by(f64::total_cmp),
+            model_fidelity,
+            latency_ms_p50: percentile(&latencies, 0.50),
+            latency_ms_p99: percentile(&latencies, 0.99),
+            errors: errors.into_iter().collect(),
+            emulated_seconds,
+            wall_seconds,
+            command_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+    .await;
+    session.close().await;
+    result
+}
+
+/// The oracle's fidelity at the herald of each pair `seqs` (sorted) of the link
+/// between `a` and `b`, from the broker's herald log, read a page at a time from
+/// the first of them to the last. Pairs the log no longer holds are missing.
+async fn herald_fidelities(
+    broker: &mut crate::client::BrokerAdmin,
+    a: &str,
+    b: &str,
+    seqs: &[u64],
+) -> anyhow::Result<HashMap<u64, f64>> {
+    let mut found = HashMap::with_capacity(seqs.len());
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+        return Ok(found);
+    };
+    let wanted: HashSet<u64> = seqs.iter().copied().collect();
+    let mut after_seq = first - 1;
+    while after_seq < last {
+        let body = RequestBody::HeraldLog {
+            a: a.to_owned(),
+            b: b.to_owned(),
+            after_seq,
+            max: MAX_BATCH,
+        };
+        let ResponseBody::HeraldLog(records) = broker.request(body).await? else {
+            bail!("the broker answered the herald log request with something else");
+        };
+        let Some(end) = records.last() else { break };
+        after_seq = end.seq;
+        found.extend(
+            records
+                .iter()
+                .filter(|r| wanted.contains(&r.seq))
+                .map(|r| (r.seq, r.fidelity)),
+        );
+    }
+    Ok(found)
+}
+
+/// The `q`-quantile of `sorted` by nearest rank, `None` if it is empty.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    Some(sorted[rank - 1])
+}
+
+/// Node `node`'s log of link-layer deliveries with `peer`.
+pub async fn link_log(
+    target: &Target,
+    node: &str,
+    peer: &str,
+) -> anyhow::Result<Vec<LinkLogEntry>> {
+    check_link(&target.topology, node, peer)?;
+    let addr = target.node_addr(node)?;
+    let session = Session::new(&target.run_dir)?;
+    let result = async {
+        let mut admin = session.node(node, addr).await?;
+        let answer = admin
+            .request(NodeRequestBody::LinkLog {
+                peer: peer.to_owned(),
+            })
+            .await?;
+        admin.close();
+        match answer {
+            NodeResponseBody::LinkLog { entries } => Ok(entries),
+            other => bail!("node {node} answered the link log request with {other:?}"),
+        }
+    }
+    .await;
+    session.close().await;
+    result
+}
+
 /// ⟨ψ|ρ|ψ⟩ of each qubit with `state`, from the broker's reduced density matrices
 /// (all requests pipelined).
 async fn fidelities(
@@ -404,6 +666,33 @@ mod tests {
         );
         let e = check_link(&t, "bob", "bob").unwrap_err().to_string();
         assert!(e.contains("same node"), "{e}");
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.50), Some(50.0));
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&v, 1.0), Some(100.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+    }
+
+    #[test]
+    fn the_link_model_of_a_double_click_link() {
+        let t = Topology::parse(
+            "[network]\nname = \"m\"\n[defaults.node]\nt1 = \"inf\"\nt2 = \"inf\"\n\
+             [[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"b\"\n\
+             [[links]]\na = \"a\"\nb = \"b\"\nmodel = \"heralded-double-click\"\n\
+             length_km = 50.0\nvisibility = 0.8\n",
+            "m.toml",
+        )
+        .unwrap();
+        let (rate, fidelity) = link_model(&t, "a", "b");
+        // p = ½·10^(−0.2·50/10) = 0.05 per 250 µs attempt.
+        assert!((rate - 200.0).abs() < 1e-9, "{rate}");
+        assert!((fidelity - 0.9).abs() < 1e-12, "{fidelity}");
     }
 
     #[test]

@@ -174,18 +174,29 @@ async fn a_node_that_never_gets_ready_times_out() {
     assert_no_fake_left(&s.options.exe);
 }
 
-/// No process runs the fake binary any more (a zombie has exited).
+/// No process runs the fake binary any more (a zombie has exited). Killing a process
+/// group is asynchronous for members that are not our children (the fake's
+/// `sleep &` subshell), so they get a moment to go.
 fn assert_no_fake_left(exe: &Path) {
     let exe = exe.to_string_lossy();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some(args) = procs::cmdline(pid) {
-            assert!(
-                !args.iter().any(|a| *a == exe) || gone(pid),
-                "pid {pid} still runs {args:?}"
-            );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut left = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some(args) = procs::cmdline(pid)
+                && args.iter().any(|a| *a == exe)
+                && !gone(pid)
+            {
+                left.push((pid, args));
+            }
         }
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

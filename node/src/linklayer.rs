@@ -334,9 +334,11 @@ impl Driver {
                 }
                 // Withdrawn pairs are freed here, whoever holds them: their partners
                 // are gone or no longer count.
-                if !err.qubits.is_empty() {
+                // One request per qubit: the broker refuses a batch whole if one of
+                // its qubits is already gone (the application may have freed it).
+                for &qubit in &err.qubits {
                     drop(self.node.broker.call(RequestBody::Free {
-                        qubits: err.qubits.clone(),
+                        qubits: vec![qubit],
                     }));
                 }
             }

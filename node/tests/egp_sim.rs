@@ -617,7 +617,8 @@ fn peer_lost_expires_delivered_pairs() {
     sim.ends[0].handle_peer_lost(sim.now);
     sim.drain(0);
     let at = outcomes(&sim.events[0]);
-    assert_eq!(at[&id].errors, vec![ErrorCode::Expire]);
+    // One EXPIRE withdraws the delivered pairs, a second ends the request.
+    assert_eq!(at[&id].errors, vec![ErrorCode::Expire, ErrorCode::Expire]);
     assert_eq!(
         at[&id].expired.len(),
         delivered,

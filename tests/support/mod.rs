@@ -262,6 +262,33 @@ impl Deployment {
         .to_vec()
     }
 
+    /// The arguments of `qnet run link --from from --to to --json` on this
+    /// deployment, then `extra` (e.g. `["--pairs", "100", "--type", "measure"]`).
+    pub fn link_args(&self, from: &str, to: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "link",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--json",
+            "--run-dir",
+            &self.run_dir,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|&a| a.to_owned()));
+        args
+    }
+
+    /// `qnet run link` (see [`link_args`](Self::link_args)), parsed.
+    pub fn link(&self, from: &str, to: &str, extra: &[&str]) -> Value {
+        let args = self.link_args(from, to, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        qnet_json(&args)
+    }
+
     /// The last `n` lines of process `name`'s log.
     pub fn log_tail(&self, name: &str, n: usize) -> String {
         let log = std::fs::read_to_string(self.layout().log(name)).unwrap_or_default();

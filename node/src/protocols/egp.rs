@@ -41,6 +41,12 @@ use super::link::{
     MeasureBasis, Origin, PairOk, RequestType, Time,
 };
 
+/// A delivered pair: its sequence number and, for keep-type, the local qubit.
+type DeliveredPair = (u64, Option<QubitId>);
+
+/// Ended items whose pairs are kept for late withdrawals.
+const RECENT_ITEMS: usize = 256;
+
 /// Configuration of one end of a link.
 #[derive(Clone, Debug)]
 pub struct EgpConfig {
@@ -102,7 +108,7 @@ struct Item {
     confirmed: bool,
     delivered: u32,
     /// Pairs delivered: (seq, local qubit for keep-type).
-    pairs: Vec<(u64, Option<QubitId>)>,
+    pairs: Vec<DeliveredPair>,
     /// Pauli frame of measure-type pairs waiting for their outcome: seq → (flip for Z,
     /// flip for X).
     measuring: HashMap<u64, (Basis, BellState, Time, Time)>,
@@ -132,6 +138,8 @@ pub struct Egp {
     known: HashMap<(bool, u32), u64>,
     /// Items that ended, so late duplicates are recognised.
     finished: HashSet<u64>,
+    /// The delivered pairs of the most recently ended items, by qid.
+    recent: BTreeMap<u64, (CreateId, Vec<DeliveredPair>)>,
     /// EXPIREs not yet acknowledged: (qid, seqs, last sent).
     expiring: Vec<(u64, Vec<u64>, Time)>,
     /// (qid, seq) withdrawn here, so a repeated EXPIRE is not reported twice.
@@ -161,6 +169,7 @@ impl Egp {
             pending: BTreeMap::new(),
             known: HashMap::new(),
             finished: HashSet::new(),
+            recent: BTreeMap::new(),
             expiring: Vec::new(),
             expired: HashSet::new(),
             accepted: None,
@@ -298,6 +307,14 @@ impl Egp {
     fn finish(&mut self, qid: u64) -> Option<Item> {
         let item = self.queue.remove(&qid)?;
         self.finished.insert(qid);
+        // Keep its pairs a while: a herald emitted before the item ended can reach
+        // the peer after the peer ended it too, and the peer's EXPIRE must still
+        // withdraw the pair here.
+        self.recent
+            .insert(qid, (item.create_id, item.pairs.clone()));
+        while self.recent.len() > RECENT_ITEMS {
+            self.recent.pop_first();
+        }
         Some(item)
     }
 
@@ -458,23 +475,28 @@ impl Egp {
             Msg::Expire { qid, seqs } => {
                 let mut withdrawn = Vec::new();
                 let mut qubits = Vec::new();
-                let mut create_id = None;
-                if let Some(item) = self.queue.get(&qid) {
-                    create_id = Some(item.create_id);
-                }
-                for &seq in &seqs {
-                    if !self.expired.insert((qid, seq)) {
-                        continue;
+                let (create_id, pairs) = match self.queue.get_mut(&qid) {
+                    Some(item) => (Some(item.create_id), Some(&mut item.pairs)),
+                    None => match self.recent.get_mut(&qid) {
+                        Some((id, pairs)) => (Some(*id), Some(pairs)),
+                        None => (None, None),
+                    },
+                };
+                if let Some(pairs) = pairs {
+                    for &seq in &seqs {
+                        if !self.expired.insert((qid, seq)) {
+                            continue;
+                        }
+                        // Only a pair this end reported OK is withdrawn; one it has
+                        // not seen yet is refused when its herald comes.
+                        if let Some(pos) = pairs.iter().position(|p| p.0 == seq) {
+                            let (_, qubit) = pairs.remove(pos);
+                            qubits.extend(qubit);
+                            withdrawn.push(seq);
+                        }
                     }
-                    // Only a pair this end reported OK is withdrawn; one it has not
-                    // seen yet is refused when its herald comes (see handle_herald).
-                    if let Some(item) = self.queue.get_mut(&qid)
-                        && let Some(pos) = item.pairs.iter().position(|p| p.0 == seq)
-                    {
-                        let (_, qubit) = item.pairs.remove(pos);
-                        qubits.extend(qubit);
-                        withdrawn.push(seq);
-                    }
+                } else {
+                    self.expired.extend(seqs.iter().map(|&seq| (qid, seq)));
                 }
                 self.send(Msg::ExpireAck { qid, seqs });
                 if let Some(create_id) = create_id
