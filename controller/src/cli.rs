@@ -87,6 +87,21 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Inject faults into a running deployment (classical, quantum and process).
+    Chaos {
+        /// The fault.
+        #[command(subcommand)]
+        command: ChaosCommand,
+        /// Which deployment.
+        #[command(flatten)]
+        target: RunDirArg,
+    },
+    /// Scenario files: a topology, workloads, a timeline of faults and assertions.
+    Scenario {
+        /// What to do.
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
     /// Work with topology files.
     Topo {
         /// What to do.
@@ -95,12 +110,126 @@ pub enum Command {
     },
 }
 
+/// `qnet chaos …`
+#[derive(Subcommand, Debug)]
+pub enum ChaosCommand {
+    /// Extra one-way latency between two nodes, both ways (on top of the fibre's).
+    Latency {
+        /// One node.
+        a: String,
+        /// The other.
+        b: String,
+        /// The latency, e.g. 20ms.
+        delay: String,
+        /// Random extra latency up to this, e.g. 5ms.
+        #[arg(long)]
+        jitter: Option<String>,
+    },
+    /// Datagram loss between two nodes, both ways.
+    Loss {
+        /// One node.
+        a: String,
+        /// The other.
+        b: String,
+        /// Loss probability in [0, 1].
+        probability: f64,
+    },
+    /// Cut the classical network between two groups of nodes, e.g. `alice,bob carol`.
+    Partition {
+        /// First group, comma-separated.
+        left: String,
+        /// Second group, comma-separated.
+        right: String,
+        /// Only traffic from the first group to the second is cut.
+        #[arg(long)]
+        oneway: bool,
+    },
+    /// Remove the classical faults between two nodes, or all of them.
+    Heal {
+        /// One node (with the other), or nothing for all.
+        a: Option<String>,
+        /// The other node.
+        b: Option<String>,
+    },
+    /// The faults in force.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a node's process (its qubits are lost).
+    Kill {
+        /// The node.
+        node: String,
+    },
+    /// Start a node again with empty memory; it rejoins the network.
+    Restart {
+        /// The node.
+        node: String,
+    },
+    /// Stop a node's process for a while (SIGSTOP, then SIGCONT); its qubits keep
+    /// decohering.
+    Pause {
+        /// The node.
+        node: String,
+        /// How long, e.g. 2s.
+        duration: String,
+    },
+    /// A quantum fault on a link: new fidelity, or down/up.
+    Link {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// Werner fidelity of new pairs.
+        #[arg(long)]
+        fidelity: Option<f64>,
+        /// No pairs until --up.
+        #[arg(long, conflicts_with = "up")]
+        down: bool,
+        /// Pairs again.
+        #[arg(long)]
+        up: bool,
+    },
+    /// A node's memory decoheres faster (or slower) from now on.
+    Memory {
+        /// The node.
+        node: String,
+        /// New T1, e.g. 1s.
+        #[arg(long)]
+        t1: Option<String>,
+        /// New T2, e.g. 50ms.
+        #[arg(long)]
+        t2: Option<String>,
+    },
+}
+
+/// `qnet scenario …`
+#[derive(Subcommand, Debug)]
+pub enum ScenarioCommand {
+    /// Deploy the scenario's topology, run it, check its assertions, tear down.
+    /// Exit status 0 only if every assertion held.
+    Run {
+        /// The scenario file (TOML).
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the report as JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Run folder (default: a temporary one).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+}
+
 /// `--run-dir`, shared by every command that acts on a running deployment.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunDirArg {
     /// Run folder of the deployment (default: $QNET_RUN_DIR, else the only one under
     /// .qnet/).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub run_dir: Option<PathBuf>,
 }
 
@@ -376,6 +505,16 @@ pub fn main(command: Command) -> anyhow::Result<()> {
             status::logs(&deployment, &name, lines)
         }
         Command::Run { command } => runtime()?.block_on(run_cmd(command)),
+        Command::Chaos { command, target } => runtime()?.block_on(chaos_cmd(command, &target)),
+        Command::Scenario {
+            command:
+                ScenarioCommand::Run {
+                    file,
+                    json,
+                    junit,
+                    run_dir,
+                },
+        } => runtime()?.block_on(scenario_cmd(&file, json, junit, run_dir)),
         Command::Bench { command } => runtime()?.block_on(bench_cmd(command)),
     }
 }
@@ -509,6 +648,13 @@ fn status_cmd(target: &RunDirArg, json: bool, probe: bool) -> anyhow::Result<()>
         outln!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
         out!("{}", status::render(&deployment, &statuses));
+        let faults = crate::chaos::Faults::load(&run_dir)?.lines();
+        if !faults.is_empty() {
+            outln!("faults in force:");
+            for line in faults {
+                outln!("  {line}");
+            }
+        }
     }
     Ok(())
 }
@@ -526,6 +672,162 @@ fn no_deployment(json: bool, dir: Option<&Path>) -> anyhow::Result<()> {
         outln!("no running deployment (start one with `qnet up TOPOLOGY`)");
     }
     Ok(())
+}
+
+fn duration_arg(text: &str, what: &str) -> anyhow::Result<Duration> {
+    let secs = qnet_common::topology::parse_duration_secs(text)
+        .map_err(|e| anyhow::anyhow!("{what}: {text:?} is not a duration ({e})"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{what}: {text:?} is not a finite duration"))
+}
+
+async fn chaos_cmd(command: ChaosCommand, target: &RunDirArg) -> anyhow::Result<()> {
+    let run_dir = record::resolve_from_env(target.run_dir.as_deref())?;
+    let mut chaos = crate::chaos::Chaos::open(run_dir)?;
+    let group = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let secs = |t: &Option<String>, what: &str| -> anyhow::Result<Option<f64>> {
+        t.as_deref()
+            .map(|t| {
+                qnet_common::topology::parse_duration_secs(t)
+                    .map_err(|e| anyhow::anyhow!("{what}: {t:?} is not a duration ({e})"))
+            })
+            .transpose()
+    };
+    let result = match command {
+        ChaosCommand::Latency {
+            a,
+            b,
+            delay,
+            jitter,
+        } => {
+            let delay = duration_arg(&delay, "latency")?;
+            let jitter = match jitter {
+                Some(j) => duration_arg(&j, "--jitter")?,
+                None => Duration::ZERO,
+            };
+            chaos.latency(&a, &b, delay, jitter).await
+        }
+        ChaosCommand::Loss { a, b, probability } => chaos.loss(&a, &b, probability).await,
+        ChaosCommand::Partition {
+            left,
+            right,
+            oneway,
+        } => chaos.partition(&group(&left), &group(&right), oneway).await,
+        ChaosCommand::Heal { a, b } => match (a, b) {
+            (Some(a), Some(b)) => chaos.heal(Some((&a, &b))).await,
+            (None, None) => chaos.heal(None).await,
+            _ => Err(anyhow::anyhow!(
+                "heal takes two nodes, or none for every fault"
+            )),
+        },
+        ChaosCommand::List { json } => {
+            if json {
+                print_json(chaos.faults())
+            } else {
+                let lines = chaos.faults().lines();
+                if lines.is_empty() {
+                    outln!("no faults in force");
+                }
+                for line in lines {
+                    outln!("{line}");
+                }
+                Ok(())
+            }
+        }
+        ChaosCommand::Kill { node } => chaos.kill(&node).await,
+        ChaosCommand::Restart { node } => chaos.restart(&node, Duration::from_secs(10)).await,
+        ChaosCommand::Pause { node, duration } => {
+            let d = duration_arg(&duration, "pause")?;
+            chaos.pause(&node, d).await
+        }
+        ChaosCommand::Link {
+            a,
+            b,
+            fidelity,
+            down,
+            up,
+        } => {
+            let state = if down {
+                Some(false)
+            } else if up {
+                Some(true)
+            } else {
+                None
+            };
+            chaos.link(&a, &b, fidelity, state).await
+        }
+        ChaosCommand::Memory { node, t1, t2 } => {
+            let (t1, t2) = (secs(&t1, "--t1")?, secs(&t2, "--t2")?);
+            chaos.memory(&node, t1, t2).await
+        }
+    };
+    chaos.close().await;
+    result
+}
+
+async fn scenario_cmd(
+    file: &Path,
+    json: bool,
+    junit: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let scenario = crate::scenario::Scenario::load(file)?;
+    let topology = scenario.topology_path(file);
+    let tmp;
+    let run_dir = match run_dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.join("run")
+        }
+    };
+    let options = UpOptions {
+        topology,
+        run_dir: Some(run_dir),
+        exe: exe()?,
+        nodes_timeout: None,
+        progress: false,
+    };
+    let deployed = deploy::up(&options).await?;
+    let result = crate::scenario::run(&scenario, deployed.run_dir.clone()).await;
+    // Tear down whatever happened.
+    let record = Deployment::load(&deployed.run_dir).unwrap_or(deployed.deployment.clone());
+    let down = deploy::down(&deployed.run_dir, &record).await;
+    let report = result?;
+    down?;
+    if let Some(path) = junit {
+        std::fs::write(&path, crate::scenario::junit(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if json {
+        print_json(&report)?;
+    } else {
+        out!("{}", crate::scenario::render(&report));
+    }
+    if !report.passed {
+        let failed = report.verdicts.iter().filter(|v| !v.passed).count();
+        anyhow::bail!("scenario {}: {failed} assertion(s) failed", report.name);
+    }
+    Ok(())
+}
+
+/// A fresh folder under the system's temporary folder, for a scenario's run.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir().join(format!(
+        "qnet-scenario-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+    Ok(base)
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {

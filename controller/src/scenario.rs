@@ -431,8 +431,16 @@ pub async fn run(
     )
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    // Requests in flight end by themselves (their own timeouts bound them).
-    while tasks.join_next().await.is_some() {}
+    // Requests in flight get a moment to end; a long one is cut off (the deployment
+    // is torn down next anyway), so the run lasts what the scenario says.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(3), drain)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
     let seconds = start.elapsed().as_secs_f64();
     let samples = std::mem::take(&mut *samples.lock().expect("samples lock"));
 
