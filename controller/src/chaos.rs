@@ -292,6 +292,10 @@ impl Chaos {
         if let Some(n) = left.iter().find(|n| right.contains(n)) {
             bail!("{n} is in both groups");
         }
+        // Every name first: a rule installed before a bad name fails is never recorded.
+        left.iter()
+            .chain(right)
+            .try_for_each(|n| self.check_node(n))?;
         for a in left {
             for b in right {
                 self.edit_classical(a, b, oneway, |r| r.blackhole = true)

@@ -236,9 +236,10 @@ impl Node {
                         }
                         LinkEvent::Err(err) => {
                             // Withdrawn pairs will never be claimed.
+                            let key = node.peer_key(&peer);
                             let mut delivered = node.delivered.lock().expect("delivered lock");
                             for seq in &err.seqs {
-                                delivered.remove(&(peer.clone(), *seq));
+                                delivered.remove(&(key, *seq));
                             }
                         }
                         LinkEvent::Ack(_) | LinkEvent::Done(_) => {}

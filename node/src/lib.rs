@@ -129,7 +129,7 @@ pub struct Node {
     peers: peers::Peers,
     /// Pairs delivered at this end for the peer's application runs and not yet
     /// claimed, by (peer, sequence number): a kept qubit or a measurement outcome.
-    delivered: Mutex<HashMap<(String, u64), Delivery>>,
+    delivered: Mutex<HashMap<(usize, u64), Delivery>>,
     delivered_changed: Notify,
     /// Replies awaited by application runs, by run id.
     waiters: Mutex<HashMap<u64, oneshot::Sender<AppMsg>>>,
@@ -266,7 +266,10 @@ impl Node {
                 Event::PairsDelivered { peer, pairs } => {
                     let mut delivered = self.delivered.lock().expect("delivered lock");
                     for pair in pairs {
-                        delivered.insert((peer.clone(), pair.seq), Delivery::Qubit(pair.local));
+                        delivered.insert(
+                            (self.peer_key(&peer), pair.seq),
+                            Delivery::Qubit(pair.local),
+                        );
                     }
                     drop(delivered);
                     self.delivered_changed.notify_waiters();
@@ -317,12 +320,18 @@ impl Node {
         self.accept_peer(conn, identity).await
     }
 
+    /// The key of a peer in per-peer tables (its index in the topology).
+    fn peer_key(&self, peer: &str) -> usize {
+        self.topology.node_index(peer).unwrap_or(usize::MAX)
+    }
+
     /// Records a pair delivered for one of the peer's application runs.
     fn store_delivery(&self, peer: &str, seq: u64, delivery: Delivery) {
+        let key = (self.peer_key(peer), seq);
         self.delivered
             .lock()
             .expect("delivered lock")
-            .insert((peer.to_string(), seq), delivery);
+            .insert(key, delivery);
         self.delivered_changed.notify_waiters();
     }
 
@@ -335,23 +344,17 @@ impl Node {
         timeout: Duration,
     ) -> anyhow::Result<Vec<Delivery>> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let peer_key = self.peer_key(peer);
         loop {
             let notified = self.delivered_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut delivered = self.delivered.lock().expect("delivered lock");
-                if seqs
-                    .iter()
-                    .all(|s| delivered.contains_key(&(peer.to_string(), *s)))
-                {
+                if seqs.iter().all(|s| delivered.contains_key(&(peer_key, *s))) {
                     return Ok(seqs
                         .iter()
-                        .map(|s| {
-                            delivered
-                                .remove(&(peer.to_string(), *s))
-                                .expect("checked above")
-                        })
+                        .map(|s| delivered.remove(&(peer_key, *s)).expect("checked above"))
                         .collect());
                 }
             }

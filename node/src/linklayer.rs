@@ -260,8 +260,16 @@ impl Driver {
                 },
             );
         }
+        // Measurements of many heralds go to the broker as one batch.
+        let mut measures = Vec::new();
         while let Some(action) = self.protocol.poll_action() {
-            self.act(action);
+            match action {
+                Action::Measure { seq, qubit, basis } => measures.push((seq, qubit, basis)),
+                other => self.act(other),
+            }
+        }
+        if !measures.is_empty() {
+            self.measure(measures);
         }
         while let Some(event) = self.protocol.poll_event() {
             self.deliver(event);
@@ -284,27 +292,50 @@ impl Driver {
                     drop(broker.call(RequestBody::gate1(gate, qubit)));
                 }
             }
-            Action::Measure { seq, qubit, basis } => {
-                let call = broker.call(RequestBody::Measure {
-                    qubits: vec![(qubit, basis)],
-                    free: true,
-                });
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    match call.await {
-                        Ok(qnet_common::wire::ResponseBody::Outcomes(o)) if o.len() == 1 => {
-                            let _ = tx.send(Input::Measured { seq, outcome: o[0] });
-                        }
-                        other => tracing::warn!(seq, "measuring a pair failed: {other:?}"),
-                    }
-                });
-            }
+            Action::Measure { seq, qubit, basis } => self.measure(vec![(seq, qubit, basis)]),
             Action::Free(qubit) => {
                 drop(broker.call(RequestBody::Free {
                     qubits: vec![qubit],
                 }));
             }
         }
+    }
+
+    /// Measures and frees a batch of pairs' qubits in one broker request and feeds
+    /// the outcomes back. If the batch is refused (one qubit is gone), each is
+    /// measured on its own so the others still complete.
+    fn measure(&self, batch: Vec<(u64, qnet_common::QubitId, qnet_common::Basis)>) {
+        let broker = &self.node.broker;
+        let call = broker.call(RequestBody::Measure {
+            qubits: batch.iter().map(|&(_, q, b)| (q, b)).collect(),
+            free: true,
+        });
+        let tx = self.tx.clone();
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            match call.await {
+                Ok(qnet_common::wire::ResponseBody::Outcomes(o)) if o.len() == batch.len() => {
+                    for (&(seq, _, _), outcome) in batch.iter().zip(o) {
+                        let _ = tx.send(Input::Measured { seq, outcome });
+                    }
+                }
+                _ if batch.len() > 1 => {
+                    for (seq, qubit, basis) in batch {
+                        let single = node.broker.call(RequestBody::Measure {
+                            qubits: vec![(qubit, basis)],
+                            free: true,
+                        });
+                        match single.await {
+                            Ok(qnet_common::wire::ResponseBody::Outcomes(o)) if o.len() == 1 => {
+                                let _ = tx.send(Input::Measured { seq, outcome: o[0] });
+                            }
+                            other => tracing::warn!(seq, "measuring a pair failed: {other:?}"),
+                        }
+                    }
+                }
+                other => tracing::warn!("measuring a pair failed: {other:?}"),
+            }
+        });
     }
 
     fn deliver(&mut self, event: LinkEvent) {

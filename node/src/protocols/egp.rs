@@ -183,6 +183,13 @@ impl Egp {
         }
     }
 
+    /// How long after its deadline an item waits for heralds emitted before the
+    /// deadline: their flight, plus a wall-clock margin for the broker's and this
+    /// node's scheduling (the retransmission time, itself scaled to emulated time).
+    fn grace(&self) -> Time {
+        self.config.physics.herald_delay + self.config.retransmit
+    }
+
     /// Requests queued at this end (for status reports).
     pub fn queued(&self) -> usize {
         self.queue.len() + self.pending.len()
@@ -307,14 +314,6 @@ impl Egp {
     fn finish(&mut self, qid: u64) -> Option<Item> {
         let item = self.queue.remove(&qid)?;
         self.finished.insert(qid);
-        // Keep its pairs a while: a herald emitted before the item ended can reach
-        // the peer after the peer ended it too, and the peer's EXPIRE must still
-        // withdraw the pair here.
-        self.recent
-            .insert(qid, (item.create_id, item.pairs.clone()));
-        while self.recent.len() > RECENT_ITEMS {
-            self.recent.pop_first();
-        }
         Some(item)
     }
 
@@ -664,10 +663,11 @@ impl LinkLayer for Egp {
             self.actions.push_back(Action::Free(herald.qubit));
             return;
         }
-        let usable = self
-            .queue
-            .get(&qid)
-            .is_some_and(|i| i.confirmed && i.delivered < i.request.number && now < i.deadline);
+        let usable = self.queue.get(&qid).is_some_and(|i| {
+            // Both ends judge by the emission time the broker stamped on the
+            // herald, not by when it reached them, so they always agree.
+            i.confirmed && i.delivered < i.request.number && herald.emitted < i.deadline
+        });
         if !usable {
             tracing::debug!(
                 qid,
@@ -789,13 +789,23 @@ impl LinkLayer for Egp {
         let due: Vec<u64> = self
             .queue
             .iter()
-            .filter(|(_, i)| now >= i.deadline && i.measuring.is_empty())
+            .filter(|(_, i)| now >= i.deadline + self.grace() && i.measuring.is_empty())
             .map(|(q, _)| *q)
             .collect();
         for qid in due {
-            if let Some(item) = self.finish(qid)
-                && item.create_id.origin == Origin::Local
-            {
+            let Some(item) = self.finish(qid) else {
+                continue;
+            };
+            // Keep its pairs a while: a herald emitted before the deadline can
+            // reach the peer after the peer ended the item too, and the peer's
+            // EXPIRE must still withdraw the pair here. (An item that got all its
+            // pairs needs no such grace: a spare herald is refused at both ends.)
+            self.recent
+                .insert(qid, (item.create_id, item.pairs.clone()));
+            while self.recent.len() > RECENT_ITEMS {
+                self.recent.pop_first();
+            }
+            if item.create_id.origin == Origin::Local {
                 self.fail(item.create_id, ErrorCode::Timeout);
             }
         }
@@ -867,7 +877,7 @@ impl LinkLayer for Egp {
             .queue
             .values()
             .filter(|i| i.measuring.is_empty())
-            .map(|i| i.deadline);
+            .map(|i| i.deadline + self.grace());
         let pending = self
             .pending
             .values()
