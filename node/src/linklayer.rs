@@ -167,6 +167,7 @@ pub fn start(node: &Arc<Node>, peer: &str) -> anyhow::Result<LinkHandle> {
             // protocol's own retransmission covers channels that break and come back.
             retransmit: 0.25 * topology.time_scale,
             quantum: 16,
+            aging: topology.time_scale,
             seed: topology.seed ^ (me as u64) << 32 ^ other as u64,
         })),
         other => anyhow::bail!("unknown link layer {other:?} on the link to {peer}"),

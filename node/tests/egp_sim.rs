@@ -68,6 +68,7 @@ fn end(owner: bool, seed: u64) -> Egp {
         remote_memory: PERFECT,
         retransmit: 2e-3,
         quantum: 4,
+        aging: 1.0,
         seed,
     })
 }
@@ -635,6 +636,40 @@ fn peer_lost_expires_delivered_pairs() {
     // The stop reaches the station after its trip to the broker.
     sim.run_until(sim.now + 1e-3);
     assert_eq!(sim.attempts[0], None);
+}
+
+#[test]
+fn a_low_priority_request_does_not_starve() {
+    let s = seed(9);
+    let mut sim = Sim::new(IDEAL_NET, s);
+    // A stream of urgent requests that alone would keep the link busy for 10 s…
+    let mut urgent = Vec::new();
+    for _ in 0..10 {
+        urgent.push(
+            sim.create(0, request(2_000, RequestType::Keep, 100.0, 0))
+                .unwrap(),
+        );
+    }
+    // …and one of the lowest class, queued behind them.
+    let low = sim
+        .create(1, request(20, RequestType::Keep, 100.0, 3))
+        .unwrap();
+    sim.run_until(5.0);
+    let at = outcomes(&sim.events[1]);
+    // Aging raises it one class per second of waiting: it is served after about 3 s
+    // even though urgent work remains.
+    assert!(
+        at.get(&low).is_some_and(|o| o.done),
+        "seed {s}: the low-priority request starved"
+    );
+    let urgent_left = outcomes(&sim.events[0])
+        .iter()
+        .filter(|(id, o)| urgent.contains(id) && !o.done)
+        .count();
+    assert!(
+        urgent_left > 0,
+        "seed {s}: the test needs urgent work left over"
+    );
 }
 
 #[test]

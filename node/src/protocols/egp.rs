@@ -63,6 +63,9 @@ pub struct EgpConfig {
     /// Pairs served for one request before the scheduler turns to the next request
     /// of the same priority.
     pub quantum: u32,
+    /// Emulated seconds of waiting that raise a request by one priority class, so
+    /// lower priorities are served in the end and never starve.
+    pub aging: Time,
     /// Seed of the random bases of measure-type requests.
     pub seed: u64,
 }
@@ -114,6 +117,8 @@ struct Item {
     measuring: HashMap<u64, (Basis, BellState, Time, Time)>,
     /// Last time an unacknowledged ADD was sent (owner).
     add_sent: Time,
+    /// When this end queued it.
+    added: Time,
 }
 
 /// A request of the follower waiting for its ADD.
@@ -228,12 +233,18 @@ impl Egp {
             return;
         }
         let ready = |i: &Item| i.confirmed && i.delivered < i.request.number;
-        let best = self
-            .queue
-            .values()
-            .filter(|i| ready(i))
-            .map(|i| i.request.priority)
-            .min();
+        // Strict priority, except that waiting raises a request one class per
+        // `aging` seconds (so low priorities cannot starve).
+        let aging = self.config.aging;
+        let class = |i: &Item| {
+            let raised = if aging > 0.0 && aging.is_finite() {
+                ((now - i.added) / aging).max(0.0).min(255.0) as u8
+            } else {
+                0
+            };
+            i.request.priority.saturating_sub(raised)
+        };
+        let best = self.queue.values().filter(|i| ready(i)).map(class).min();
         let current = self
             .active
             .1
@@ -244,7 +255,7 @@ impl Egp {
                 let same_class: Vec<u64> = self
                     .queue
                     .iter()
-                    .filter(|(_, i)| ready(i) && i.request.priority == p)
+                    .filter(|(_, i)| ready(i) && class(i) == p)
                     .map(|(q, _)| *q)
                     .collect();
                 match current {
@@ -435,6 +446,7 @@ impl Egp {
                         pairs: Vec::new(),
                         measuring: HashMap::new(),
                         add_sent: now,
+                        added: now,
                     },
                 );
                 self.send(Msg::AddAck { qid });
@@ -541,6 +553,7 @@ impl Egp {
                 pairs: Vec::new(),
                 measuring: HashMap::new(),
                 add_sent: now,
+                added: now,
             },
         );
         self.send(Msg::Add {
