@@ -238,7 +238,7 @@ impl Egp {
         let aging = self.config.aging;
         let class = |i: &Item| {
             let raised = if aging > 0.0 && aging.is_finite() {
-                ((now - i.added) / aging).max(0.0).min(255.0) as u8
+                ((now - i.added) / aging).clamp(0.0, 255.0) as u8
             } else {
                 0
             };
