@@ -9,10 +9,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use qnet_common::rundir::RunDir;
+use qnet_common::wire::{NodeRequestBody, NodeResponseBody};
+use qnet_controller::client::NodeAdmin;
 use serde_json::Value;
 
 /// The binary under test.
@@ -25,6 +28,50 @@ pub fn qnet(args: &[&str]) -> Output {
         .env_remove("QNET_RUN_DIR")
         .output()
         .expect("run qnet")
+}
+
+/// Runs `qnet args…` like [`qnet`], but SIGKILLs it and panics if it has not ended
+/// within `deadline`: for commands that must never hang.
+pub fn qnet_within(args: &[&str], deadline: Duration) -> Output {
+    let child = Command::new(QNET)
+        .args(args)
+        .env_remove("QNET_RUN_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run qnet");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    // Read both pipes to the end in the background, so a chatty child never blocks.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(out) => out.expect("wait for qnet"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let _ = rx.recv();
+            panic!("qnet {args:?} did not end within {deadline:?}");
+        }
+    }
+}
+
+/// Pids of live processes whose command line names `dir` (a run folder): what a
+/// deployment in `dir` left running.
+pub fn processes_in(dir: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(dir))
+                && !is_gone(pid)
+        })
+        .collect()
 }
 
 /// A command's stdout as text.
@@ -287,6 +334,31 @@ impl Deployment {
         let args = self.link_args(from, to, extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         qnet_json(&args)
+    }
+
+    /// `qnet chaos args… --run-dir <this deployment>`, to completion.
+    pub fn chaos(&self, args: &[&str]) -> Output {
+        let mut all = vec!["chaos"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--run-dir", &self.run_dir]);
+        qnet(&all)
+    }
+
+    /// One request on node `name`'s admin API (as the controller).
+    pub fn node_request(&self, name: &str, body: NodeRequestBody) -> NodeResponseBody {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (session, mut node) = NodeAdmin::connect(&self.layout(), name)
+                .await
+                .unwrap_or_else(|e| panic!("connect to node {name}: {e:#}"));
+            let answer = node.request(body).await;
+            node.close();
+            session.close().await;
+            answer.unwrap_or_else(|e| panic!("node {name}: {e:#}"))
+        })
     }
 
     /// The last `n` lines of process `name`'s log.
