@@ -247,7 +247,12 @@ impl Chaos {
             edit(&mut rule);
             rule.validate()?;
             self.faults.classical.insert(key, rule);
-            self.push_rule(from, to).await?;
+            if let Err(e) = self.push_rule(from, to).await {
+                // What was installed stays on record, so `list` shows it and
+                // `heal` can remove it.
+                self.faults.save(&self.target.run_dir)?;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -367,7 +372,9 @@ impl Chaos {
         if let Some(up) = up {
             entry.down = !up;
         }
-        if !entry.down && entry.fidelity.is_none() {
+        // Back to the topology's own fidelity and up: no fault left.
+        let original = self.target.topology.link_between(a, b).map(|l| l.fidelity);
+        if !entry.down && (entry.fidelity.is_none() || entry.fidelity == original) {
             self.faults.links.remove(&key);
         }
         self.record(&format!("link {a}-{b} fidelity {fidelity:?} up {up:?}"))

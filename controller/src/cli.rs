@@ -779,13 +779,16 @@ async fn scenario_cmd(
 ) -> anyhow::Result<()> {
     let scenario = crate::scenario::Scenario::load(file)?;
     let topology = scenario.topology_path(file);
-    let tmp;
-    let run_dir = match run_dir {
-        Some(d) => d,
-        None => {
-            tmp = tempfile_dir()?;
-            tmp.join("run")
-        }
+    // Without --run-dir, a temporary folder that is removed when the scenario
+    // passes and kept (and named) when it fails.
+    let tmp = match run_dir {
+        Some(_) => None,
+        None => Some(tempfile_dir()?),
+    };
+    let run_dir = match (&run_dir, &tmp) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.join("run"),
+        (None, None) => unreachable!("one of them is set"),
     };
     let options = UpOptions {
         topology,
@@ -812,7 +815,14 @@ async fn scenario_cmd(
     }
     if !report.passed {
         let failed = report.verdicts.iter().filter(|v| !v.passed).count();
-        anyhow::bail!("scenario {}: {failed} assertion(s) failed", report.name);
+        anyhow::bail!(
+            "scenario {}: {failed} assertion(s) failed; logs in {}",
+            report.name,
+            deployed.run_dir.logs().display()
+        );
+    }
+    if let Some(tmp) = tmp {
+        let _ = std::fs::remove_dir_all(tmp);
     }
     Ok(())
 }

@@ -146,7 +146,10 @@ pub struct Egp {
     /// The delivered pairs of the most recently ended items, by qid.
     recent: BTreeMap<u64, (CreateId, Vec<DeliveredPair>)>,
     /// EXPIREs not yet acknowledged: (qid, seqs, last sent).
-    expiring: Vec<(u64, Vec<u64>, Time)>,
+    expiring: Vec<(u64, Vec<u64>, Time, u32)>,
+    /// Pairs refused since the last drain, by qid, and when.
+    expire_batch: BTreeMap<u64, Vec<u64>>,
+    expire_batch_time: Time,
     /// (qid, seq) withdrawn here, so a repeated EXPIRE is not reported twice.
     expired: HashSet<(u64, u64)>,
     accepted: Option<HashSet<u16>>,
@@ -176,6 +179,8 @@ impl Egp {
             finished: HashSet::new(),
             recent: BTreeMap::new(),
             expiring: Vec::new(),
+            expire_batch: BTreeMap::new(),
+            expire_batch_time: 0.0,
             expired: HashSet::new(),
             accepted: None,
             active: (0, None),
@@ -332,11 +337,20 @@ impl Egp {
     fn reject_pair(&mut self, now: Time, qid: u64, seq: u64, qubit: QubitId) {
         self.actions.push_back(Action::Free(qubit));
         self.expired.insert((qid, seq));
-        self.expiring.push((qid, vec![seq], now));
-        self.send(Msg::Expire {
-            qid,
-            seqs: vec![seq],
-        });
+        // Refusals are gathered per request and sent as one EXPIRE when the driver
+        // next drains the protocol: a fast link can refuse a whole memory's worth of
+        // spare pairs at once.
+        self.expire_batch.entry(qid).or_default().push(seq);
+        self.expire_batch_time = now;
+    }
+
+    /// Turns the gathered refusals into EXPIRE messages (one per request).
+    fn flush_expires(&mut self) {
+        let now = self.expire_batch_time;
+        for (qid, seqs) in std::mem::take(&mut self.expire_batch) {
+            self.expiring.push((qid, seqs.clone(), now, 0));
+            self.send(Msg::Expire { qid, seqs });
+        }
     }
 
     fn goodness(&self, bell: BellState, emitted: Time, now: Time) -> f64 {
@@ -522,7 +536,8 @@ impl Egp {
                 }
             }
             Msg::ExpireAck { qid, seqs } => {
-                self.expiring.retain(|(q, s, _)| !(*q == qid && *s == seqs));
+                self.expiring
+                    .retain(|(q, s, _, _)| !(*q == qid && *s == seqs));
             }
             // A message for the other role: a peer with a different idea of who owns
             // the queue; ignore it.
@@ -789,6 +804,7 @@ impl LinkLayer for Egp {
             );
         }
         self.expiring.clear();
+        self.expire_batch.clear();
         self.active = (self.active.0 + 1, None);
         self.set_attempt(None);
     }
@@ -870,9 +886,12 @@ impl LinkLayer for Egp {
                 });
             }
         }
-        for (qid, seqs, sent) in self.expiring.iter_mut() {
-            if now >= *sent + rto {
+        for (qid, seqs, sent, tries) in self.expiring.iter_mut() {
+            // Backing off: the channel underneath retransmits too, and a congested
+            // one must not be flooded with repeats.
+            if now >= *sent + rto * f64::from(1u32 << (*tries).min(4)) {
                 *sent = now;
+                *tries += 1;
                 resend.push(Msg::Expire {
                     qid: *qid,
                     seqs: seqs.clone(),
@@ -902,7 +921,10 @@ impl LinkLayer for Egp {
             .map(|i| i.add_sent + rto);
         let active =
             (self.config.owner && self.active.1.is_some()).then_some(self.active_sent + rto);
-        let expiring = self.expiring.iter().map(|e| e.2 + rto);
+        let expiring = self
+            .expiring
+            .iter()
+            .map(|e| e.2 + rto * f64::from(1u32 << e.3.min(4)));
         deadlines
             .chain(pending)
             .chain(adds)
@@ -913,6 +935,9 @@ impl LinkLayer for Egp {
     }
 
     fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if !self.expire_batch.is_empty() {
+            self.flush_expires();
+        }
         let msg = self.transmit.pop_front()?;
         Some(qnet_common::wire::encode(&msg).expect("EGP messages always encode"))
     }
