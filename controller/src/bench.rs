@@ -16,15 +16,19 @@ use crate::procs;
 use crate::record::ProcessRole;
 use crate::run::{self, Target};
 
-/// The two-node network of `bench epr`: one ideal, perfect link and memories that
-/// never decohere, so every pair agrees and only the system's speed is measured.
-pub const BENCH_EPR_TOPOLOGY: &str = r#"# Written by `qnet bench epr`.
+/// The two-node network of the benchmarks: one ideal link (every attempt succeeds,
+/// one attempt per emulated microsecond at 0 km), memories that never decohere and
+/// `memory_qubits` of them, so every pair agrees and only the system's speed is
+/// measured. `bench epr` and `bench link` differ only in name and memory.
+pub fn bench_topology(bench: &str, memory_qubits: u32) -> String {
+    format!(
+        r#"# Written by `qnet bench {bench}`.
 [network]
-name = "bench-epr"
+name = "bench-{bench}"
 seed = 1
 
 [defaults.node]
-memory_qubits = 1024
+memory_qubits = {memory_qubits}
 t1 = "inf"
 t2 = "inf"
 gate_error = 0.0
@@ -42,7 +46,9 @@ b = "bob"
 model = "ideal"
 length_km = 0.0
 fidelity = 1.0
-"#;
+"#
+    )
+}
 
 /// Result of `qnet bench epr`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -62,35 +68,6 @@ pub struct EprBench {
     /// Resident memory of the broker after the run, MiB.
     pub broker_rss_mb: f64,
 }
-
-/// The two-node network of `bench link`: one ideal link (every attempt succeeds,
-/// one attempt per emulated microsecond) and ample perfect memory, so that the link
-/// layer and the processes, not the physics, set the pace.
-pub const BENCH_LINK_TOPOLOGY: &str = r#"# Written by `qnet bench link`.
-[network]
-name = "bench-link"
-seed = 1
-
-[defaults.node]
-memory_qubits = 4096
-t1 = "inf"
-t2 = "inf"
-gate_error = 0.0
-readout_error = 0.0
-
-[[nodes]]
-name = "alice"
-
-[[nodes]]
-name = "bob"
-
-[[links]]
-a = "alice"
-b = "bob"
-model = "ideal"
-length_km = 0.0
-fidelity = 1.0
-"#;
 
 /// Result of `qnet bench link`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -216,7 +193,7 @@ pub async fn epr(exe: PathBuf, pairs: u32, keep: bool) -> anyhow::Result<EprBenc
     let mut scratch = Scratch::new("epr")?;
     scratch.keep = keep;
     let file = scratch.path.join("bench-epr.toml");
-    std::fs::write(&file, BENCH_EPR_TOPOLOGY)
+    std::fs::write(&file, bench_topology("epr", 1024))
         .with_context(|| format!("cannot write {}", file.display()))?;
     with_deployment(exe, file, &mut scratch, async |deployed: &Deployed| {
         let target = Target::load(deployed.run_dir.clone())?;
@@ -237,12 +214,12 @@ pub async fn epr(exe: PathBuf, pairs: u32, keep: bool) -> anyhow::Result<EprBenc
 }
 
 /// `qnet bench link --pairs N`: one keep-type request of `pairs` pairs on the
-/// ideal link of [`BENCH_LINK_TOPOLOGY`].
+/// ideal link of [`bench_topology`].
 pub async fn link(exe: PathBuf, pairs: u32, keep: bool) -> anyhow::Result<LinkBench> {
     let mut scratch = Scratch::new("link")?;
     scratch.keep = keep;
     let file = scratch.path.join("bench-link.toml");
-    std::fs::write(&file, BENCH_LINK_TOPOLOGY)
+    std::fs::write(&file, bench_topology("link", 4096))
         .with_context(|| format!("cannot write {}", file.display()))?;
     with_deployment(exe, file, &mut scratch, async |deployed: &Deployed| {
         let target = Target::load(deployed.run_dir.clone())?;
@@ -296,10 +273,12 @@ mod tests {
 
     #[test]
     fn bench_topology_is_valid() {
-        let t = qnet_common::topology::Topology::parse(BENCH_EPR_TOPOLOGY, "bench").unwrap();
-        assert_eq!(t.nodes.len(), 2);
-        assert!(t.are_neighbours("alice", "bob"));
-        let t = qnet_common::topology::Topology::parse(BENCH_LINK_TOPOLOGY, "bench").unwrap();
-        assert!(t.are_neighbours("alice", "bob"));
+        for (bench, memory) in [("epr", 1024), ("link", 4096)] {
+            let text = bench_topology(bench, memory);
+            let t = qnet_common::topology::Topology::parse(&text, "bench").unwrap();
+            assert_eq!(t.nodes.len(), 2);
+            assert!(t.are_neighbours("alice", "bob"));
+            assert_eq!(t.nodes[0].memory_qubits, memory);
+        }
     }
 }
