@@ -348,6 +348,10 @@ pub struct LinkReport {
     pub model_fidelity: f64,
     /// Median latency, CREATE to OK, emulated milliseconds.
     pub latency_ms_p50: Option<f64>,
+    /// Every delivered pair's latency, CREATE to OK, emulated seconds, in sequence
+    /// order (for placing pairs in time; not printed).
+    #[serde(skip)]
+    pub pair_latencies: Vec<f64>,
     /// 99th percentile of the same.
     pub latency_ms_p99: Option<f64>,
     /// Errors by code (`TIMEOUT`, `EXPIRE`, …) with their counts.
@@ -470,6 +474,7 @@ pub async fn link(
                 .max_by(f64::total_cmp),
             model_fidelity,
             latency_ms_p50: percentile(&latencies, 0.50),
+            pair_latencies: pairs.iter().map(|p| p.latency).collect(),
             latency_ms_p99: percentile(&latencies, 0.99),
             errors: errors.into_iter().collect(),
             emulated_seconds,

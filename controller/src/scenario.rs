@@ -31,8 +31,9 @@
 //! Assertions: `rate` (min and/or max over `[from, to]`), `fidelity` (mean oracle
 //! fidelity of the delivered pairs, min), `errors` (count of an ERR `code`, min
 //! and/or max, optionally in a window) and `consistent` (no pair reported at one end
-//! only, from both ends' link-layer logs). A request's delivered pairs are spread
-//! evenly over the wall time the request took when counted in windows.
+//! only, from both ends' link-layer logs). In windows, a link workload's pairs count
+//! at their own time (the request's start plus their latency); a teleport round's
+//! are spread evenly over the wall time it took.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -185,6 +186,8 @@ struct Sample {
     oracle_pairs: usize,
     errors: BTreeMap<String, u32>,
     create_id: Option<u32>,
+    /// Wall offsets of the delivered pairs, when known (link workloads).
+    pair_times: Vec<f64>,
 }
 
 /// The result of one assertion.
@@ -368,23 +371,41 @@ pub async fn run(
                             Duration::from_secs(30),
                         )
                         .await
-                        .map(|r| (r.received, r.received, r.fidelity, BTreeMap::new(), None))
+                        .map(|r| {
+                            (
+                                r.received,
+                                r.received,
+                                r.fidelity,
+                                BTreeMap::new(),
+                                None,
+                                Vec::new(),
+                            )
+                        })
                     }
                     Ok(target) => run::link(&target, &w.from, &w.to, spec, Duration::from_secs(30))
                         .await
                         .map(|r| {
+                            // A pair's wall time: the request's start plus its
+                            // emulated latency in wall seconds.
+                            let times = r
+                                .pair_latencies
+                                .iter()
+                                .map(|l| t0 + l / target.topology.time_scale)
+                                .collect();
                             (
                                 r.delivered,
                                 r.oracle_pairs,
                                 r.oracle_fidelity_mean.unwrap_or(0.0),
                                 r.errors,
                                 Some(r.create_id),
+                                times,
                             )
                         }),
                     Err(e) => Err(e),
                 };
                 match outcome {
-                    Ok((delivered, checked, fidelity, errors, create_id)) => {
+                    Ok((delivered, checked, fidelity, errors, create_id, times)) => {
+                        sample.pair_times = times;
                         sample.delivered = delivered;
                         sample.oracle_pairs = checked;
                         sample.oracle_fidelity_sum = fidelity * checked as f64;
@@ -552,12 +573,19 @@ async fn apply(step: &Step, run_dir: &qnet_common::rundir::RunDir) -> anyhow::Re
     result
 }
 
-/// Pairs of `samples` delivered in the window [from, to], each request's pairs spread
-/// evenly over its wall time.
+/// Pairs of `samples` delivered in the window [from, to]: at their own times where
+/// known, else each request's pairs spread evenly over its wall time.
 fn delivered_in(samples: &[Sample], from: f64, to: f64) -> f64 {
     samples
         .iter()
         .map(|s| {
+            if s.pair_times.len() == s.delivered && s.delivered > 0 {
+                return s
+                    .pair_times
+                    .iter()
+                    .filter(|&&t| t >= from && t <= to)
+                    .count() as f64;
+            }
             let len = (s.end - s.start).max(1e-9);
             let overlap = (s.end.min(to) - s.start.max(from)).max(0.0);
             s.delivered as f64 * overlap / len
