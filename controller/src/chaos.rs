@@ -17,7 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use nix::sys::signal::Signal;
 use qnet_common::rundir::RunDir;
 use qnet_common::shim::LinkRule;
-use qnet_common::wire::{NodeRequestBody, NodeResponseBody, RequestBody, ResponseBody};
+use qnet_common::wire::{NodeRequestBody, RequestBody, ResponseBody};
 use serde::{Deserialize, Serialize};
 
 use crate::client::Session;
@@ -535,15 +535,6 @@ impl Chaos {
         }
         self.record(&format!("restart {node} (pid {new_pid}, {addr})"))
             .await
-    }
-
-    /// The rules in force at `node` and its shim's counters.
-    pub async fn node_rules(&self, node: &str) -> anyhow::Result<NodeResponseBody> {
-        let addr = self.node_addr(node)?;
-        let mut admin = self.session.node(node, addr).await?;
-        let answer = admin.request(NodeRequestBody::ChaosRules).await;
-        admin.close();
-        answer
     }
 }
 

@@ -403,9 +403,7 @@ impl Driver {
             self.remote_purposes.remove(&id);
         }
         // The peer's request: to the listener of its purpose, else the sink.
-        let listener = purpose
-            .and_then(|p| self.listeners.get(&p))
-            .or_else(|| self.listeners.get(&ANY_PURPOSE));
+        let listener = purpose.and_then(|p| self.listeners.get(&p));
         match listener {
             Some(tx) if !tx.is_closed() => {
                 let _ = tx.send(event);
@@ -423,7 +421,3 @@ impl Driver {
         }
     }
 }
-
-/// Listener key for events of every purpose that has no listener of its own (also
-/// used for events that carry no purpose).
-pub const ANY_PURPOSE: u16 = u16::MAX;

@@ -200,11 +200,6 @@ impl Egp {
         self.config.physics.herald_delay + self.config.retransmit
     }
 
-    /// Requests queued at this end (for status reports).
-    pub fn queued(&self) -> usize {
-        self.queue.len() + self.pending.len()
-    }
-
     fn accepts(&self, purpose: u16) -> bool {
         self.accepted.as_ref().is_none_or(|a| a.contains(&purpose))
     }
